@@ -1,0 +1,22 @@
+//! The host-testable core of the rhv hypervisor: parsers, codecs, state
+//! machines and allocators with no hardware access. Everything that touches
+//! the CPU or devices lives in the binary (`main.rs` and `arch/`), which uses
+//! this library. No `unsafe` here.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+pub mod acpi;
+pub mod bootinfo;
+pub mod cmdline;
+pub mod frames;
+pub mod lineedit;
+pub mod logring;
+pub mod rtc;
+pub mod shell;
+
+/// The product name printed in the banner, `info` and the prompt.
+pub const NAME: &str = "rhv";
+/// The shell prompt.
+pub const PROMPT: &str = "rhv> ";
