@@ -1,0 +1,198 @@
+//! Thin safe wrappers over single CPU instructions: port I/O, CPUID, MSRs,
+//! control registers, TSC, interrupt flag and halting.
+//!
+//! Port I/O and MSR reads have device or fault side effects but no effect on
+//! Rust memory safety, so they are safe functions here. Writes that change the
+//! memory model (CR0/CR3/CR4, EFER, …) stay `unsafe`.
+
+use core::arch::asm;
+
+/// Reads a byte from an I/O port.
+#[inline]
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port input touches no memory; ring 0 has I/O privilege.
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes a byte to an I/O port.
+#[inline]
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port output touches no memory; ring 0 has I/O privilege.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads a 16-bit word from an I/O port.
+#[inline]
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: as for `inb`.
+    unsafe { asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes a 16-bit word to an I/O port.
+#[inline]
+pub fn outw(port: u16, v: u16) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// The four registers CPUID returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpuid {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// Executes CPUID for `leaf`/`subleaf`.
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+    let (eax, ebx, ecx, edx): (u32, u32, u32, u32);
+    // SAFETY: CPUID only writes the named registers; rbx is saved around it
+    // because LLVM reserves it.
+    unsafe {
+        asm!(
+            "mov {tmp:r}, rbx",
+            "cpuid",
+            "xchg {tmp:r}, rbx",
+            tmp = out(reg) ebx,
+            inout("eax") leaf => eax,
+            inout("ecx") subleaf => ecx,
+            out("edx") edx,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    Cpuid { eax, ebx, ecx, edx }
+}
+
+/// Reads a model-specific register. A non-existent MSR raises #GP, which the
+/// hypervisor reports as a fatal exception: callers check CPUID first.
+#[inline]
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDMSR writes only eax/edx.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// Some MSRs change how the CPU treats memory, paging or system calls; the
+/// caller must know the write keeps the kernel's invariants.
+#[inline]
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
+}
+
+/// Reads the time-stamp counter.
+#[inline]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC writes only eax/edx.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+macro_rules! read_cr {
+    ($name:ident, $reg:literal) => {
+        #[doc = concat!("Reads ", $reg, ".")]
+        #[inline]
+        pub fn $name() -> u64 {
+            let v: u64;
+            // SAFETY: reading a control register has no side effects.
+            unsafe { asm!(concat!("mov {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+            v
+        }
+    };
+}
+read_cr!(read_cr0, "cr0");
+read_cr!(read_cr2, "cr2");
+read_cr!(read_cr3, "cr3");
+read_cr!(read_cr4, "cr4");
+
+/// Loads CR3 (switches address space, flushes non-global TLB entries).
+///
+/// # Safety
+/// `pml4` must be the physical address of a valid PML4 that maps the running
+/// code, stack and all memory the kernel will touch.
+#[inline]
+pub unsafe fn write_cr3(pml4: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// The new value must keep paging and the kernel's memory model valid.
+#[inline]
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: the caller upholds this function's contract.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Flushes the TLB entry for one virtual address.
+#[inline]
+pub fn invlpg(va: u64) {
+    // SAFETY: dropping a TLB entry cannot break memory safety; the next access
+    // re-walks the page tables.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+}
+
+/// Is the interrupt flag set?
+#[inline]
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: pushfq/pop only use the stack slot they push.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Disables maskable interrupts.
+#[inline]
+pub fn cli() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables maskable interrupts.
+#[inline]
+pub fn sti() {
+    // SAFETY: the IDT is loaded before the first `sti` (see `arch::init`), so
+    // every interrupt lands in a handler.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Enables interrupts and halts until the next one, atomically (no wake-up
+/// can be lost between the two instructions).
+#[inline]
+pub fn sti_hlt() {
+    // SAFETY: as for `sti`; `hlt` only waits.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+}
+
+/// Halts with interrupts off, forever.
+pub fn halt_forever() -> ! {
+    loop {
+        cli();
+        // SAFETY: hlt only waits; with IF clear only NMI/SMI wake it.
+        unsafe { asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Reads the current frame pointer (for backtraces).
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let v: u64;
+    // SAFETY: copying rbp into a register has no side effects.
+    unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}

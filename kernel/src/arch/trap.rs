@@ -1,0 +1,188 @@
+//! Trap dispatch: interrupts go to their handlers; an exception taken in the
+//! hypervisor prints one decoded report and then halts or reboots as the
+//! `panic=` option says.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::{apic, cpu};
+
+/// Register state pushed by trap.S (lowest address first).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Vector the UART's IRQ is routed to.
+pub const SERIAL_VECTOR: u8 = 0x24;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+
+/// Timer interrupts since the timer started.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
+const NAMES: [(&str, &str); 32] = [
+    ("#DE", "divide error"),
+    ("#DB", "debug"),
+    ("NMI", "non-maskable interrupt"),
+    ("#BP", "breakpoint"),
+    ("#OF", "overflow"),
+    ("#BR", "bound range exceeded"),
+    ("#UD", "invalid opcode"),
+    ("#NM", "device not available"),
+    ("#DF", "double fault"),
+    ("#MF", "coprocessor segment overrun"),
+    ("#TS", "invalid TSS"),
+    ("#NP", "segment not present"),
+    ("#SS", "stack-segment fault"),
+    ("#GP", "general protection"),
+    ("#PF", "page fault"),
+    ("#15", "reserved"),
+    ("#MF", "x87 floating-point error"),
+    ("#AC", "alignment check"),
+    ("#MC", "machine check"),
+    ("#XM", "SIMD floating-point error"),
+    ("#VE", "virtualization exception"),
+    ("#CP", "control protection"),
+    ("#22", "reserved"),
+    ("#23", "reserved"),
+    ("#24", "reserved"),
+    ("#25", "reserved"),
+    ("#26", "reserved"),
+    ("#27", "reserved"),
+    ("#HV", "hypervisor injection"),
+    ("#VC", "VMM communication"),
+    ("#SX", "security exception"),
+    ("#31", "reserved"),
+];
+
+/// Mnemonic and name of an exception vector.
+pub fn exception_name(v: u64) -> (&'static str, &'static str) {
+    NAMES.get(v as usize).copied().unwrap_or(("#??", "unknown"))
+}
+
+#[no_mangle]
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    match frame.vector {
+        0..=31 => fatal_exception(frame),
+        v if v == u64::from(apic::TIMER_VECTOR) => {
+            TICKS.fetch_add(1, Ordering::Relaxed);
+            apic::eoi();
+        }
+        v if v == u64::from(SERIAL_VECTOR) => {
+            crate::drivers::serial::poll_rx();
+            apic::eoi();
+        }
+        v if v == u64::from(apic::SPURIOUS_VECTOR) => {
+            SPURIOUS.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            SPURIOUS.fetch_add(1, Ordering::Relaxed);
+            apic::eoi();
+        }
+    }
+}
+
+/// Writes straight to the UART: the fatal path must not wait on any lock.
+struct Raw;
+
+impl Write for Raw {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        crate::console::write_raw(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn page_fault_detail(err: u64) -> (&'static str, &'static str, &'static str) {
+    (
+        if err & 2 != 0 { "write" } else if err & 16 != 0 { "instruction fetch" } else { "read" },
+        if err & 1 != 0 { "protection violation" } else { "not-present page" },
+        if err & 4 != 0 { "user" } else { "supervisor" },
+    )
+}
+
+fn fatal_exception(f: &TrapFrame) -> ! {
+    let (mn, name) = exception_name(f.vector);
+    let cr2 = cpu::read_cr2();
+    let mut w = Raw;
+    let _ = write!(w, "\r\n*** exception: {mn} {name} (vector {}) in the hypervisor\r\n", f.vector);
+    if f.vector == 14 {
+        let (op, why, mode) = page_fault_detail(f.error_code);
+        let _ = write!(w, "    error {:#x}: {op}, {why}, {mode} mode, address {cr2:#018x}\r\n", f.error_code);
+    } else {
+        let _ = write!(w, "    error code {:#x}\r\n", f.error_code);
+    }
+    if (f.vector == 8 || f.vector == 14) && crate::mm::is_stack_guard(cr2) {
+        let _ = write!(w, "    kernel stack overflow: CR2 {cr2:#018x} is a stack guard page\r\n");
+    }
+    let _ = write!(w, "    RIP={:#018x} CS={:#06x} RFLAGS={:#018x}\r\n", f.rip, f.cs, f.rflags);
+    let _ = write!(w, "    RSP={:#018x} SS={:#06x} CR2={cr2:#018x}\r\n", f.rsp, f.ss);
+    let _ = write!(w, "    CR0={:#018x} CR3={:#018x} CR4={:#018x}\r\n", cpu::read_cr0(), cpu::read_cr3(), cpu::read_cr4());
+    let regs = [
+        ("RAX", f.rax), ("RBX", f.rbx), ("RCX", f.rcx), ("RDX", f.rdx),
+        ("RSI", f.rsi), ("RDI", f.rdi), ("RBP", f.rbp), ("R8 ", f.r8),
+        ("R9 ", f.r9), ("R10", f.r10), ("R11", f.r11), ("R12", f.r12),
+        ("R13", f.r13), ("R14", f.r14), ("R15", f.r15),
+    ];
+    for row in regs.chunks(4) {
+        let _ = write!(w, "   ");
+        for (n, v) in row {
+            let _ = write!(w, " {n}={v:#018x}");
+        }
+        let _ = write!(w, "\r\n");
+    }
+    backtrace(&mut w, f.rip, f.rbp);
+    crate::power::fatal_stop()
+}
+
+/// Prints a frame-pointer backtrace starting at `rip`/`rbp`.
+pub fn backtrace(w: &mut dyn Write, rip: u64, mut rbp: u64) {
+    let _ = write!(w, "backtrace:\r\n    #0  {rip:#018x}\r\n");
+    for depth in 1..24 {
+        if rbp == 0 || rbp % 8 != 0 || rbp < super::paging::DIRECT_MAP_BASE || !frame_readable(rbp) {
+            break;
+        }
+        // SAFETY: rbp points at a mapped, 8-aligned kernel stack slot
+        // (checked with `frame_readable`) holding [saved rbp, return address].
+        let (next, ret) = unsafe { ((rbp as *const u64).read(), ((rbp + 8) as *const u64).read()) };
+        if ret == 0 {
+            break;
+        }
+        let _ = write!(w, "    #{depth:<2} {ret:#018x}\r\n");
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+}
+
+fn frame_readable(va: u64) -> bool {
+    let page = va & !0xFFF;
+    let ok = |p: u64| crate::mm::translate_nolock(p);
+    ok(page) && ok((va + 15) & !0xFFF)
+}
