@@ -10,10 +10,14 @@ extern crate alloc;
 pub mod acpi;
 pub mod bootinfo;
 pub mod cmdline;
+pub mod conring;
+pub mod domain;
+pub mod elf;
 pub mod frames;
 pub mod lineedit;
 pub mod logring;
 pub mod rtc;
+pub mod sched;
 pub mod shell;
 
 /// The product name printed in the banner, `info` and the prompt.
