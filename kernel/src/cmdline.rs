@@ -72,6 +72,8 @@ pub struct Options {
     pub panic: PanicAction,
     /// `selftest`: run the built-in self tests at boot.
     pub selftest: bool,
+    /// `hostname=`: the name `list` shows for the hypervisor itself (ID 0).
+    pub hostname: String,
     /// The line as given, trimmed and without the image path.
     pub raw: String,
 }
@@ -84,6 +86,7 @@ impl Default for Options {
             loglevel: LevelFilter::Info,
             panic: PanicAction::Halt,
             selftest: false,
+            hostname: String::from("Domain-0"),
             raw: String::new(),
         }
     }
@@ -131,6 +134,13 @@ pub fn parse(line: &str) -> (Options, Vec<Warning>) {
 ///
 /// To add an option: add a field to [`Options`] and an arm here that
 /// converts the value, returning `Err(expected)` to keep the default.
+const HOSTNAME_EXPECTED: &str = "1-63 letters, digits, '-', '_' or '.'";
+
+fn parse_hostname(v: &str) -> Option<String> {
+    let ok = !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then(|| String::from(v))
+}
+
 fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warnings) {
     let result = match key {
         "console" => with_value(value, CONSOLE_EXPECTED, |v| parse_console(v, warnings))
@@ -143,6 +153,7 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
             .map_or(Some(true), parse_bool)
             .ok_or(BOOL_EXPECTED)
             .map(|on| opts.selftest = on),
+        "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
         "" => {
             warnings.push("cmdline: option without a name ignored".into());
             return;
@@ -526,6 +537,15 @@ mod tests {
             texts(&warnings),
             ["cmdline: bad value 'explode' for panic (expected halt|reboot)"]
         );
+    }
+
+    #[test]
+    fn hostname_option() {
+        assert_eq!(clean("").hostname, "Domain-0");
+        assert_eq!(clean("hostname=Host2").hostname, "Host2");
+        let (opts, warnings) = parse("hostname=bad/name");
+        assert_eq!(opts.hostname, "Domain-0");
+        assert_eq!(warnings.len(), 1);
     }
 
     #[test]

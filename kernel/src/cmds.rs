@@ -16,6 +16,16 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "uptime", usage: "uptime", summary: "time since boot and the boot date" },
     CommandInfo { name: "mem", usage: "mem", summary: "physical memory and heap use" },
     CommandInfo { name: "loglevel", usage: "loglevel [off|error|warn|info|debug|trace]", summary: "show or set what the log prints on the console" },
+    CommandInfo { name: "create", usage: "create <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]", summary: "start a domain from a guest image" },
+    CommandInfo { name: "list", usage: "list [-l]", summary: "list domains (xm layout; -l for details)" },
+    CommandInfo { name: "console", usage: "console <dom>", summary: "attach to a domain's console (Ctrl-] returns)" },
+    CommandInfo { name: "pause", usage: "pause <dom>", summary: "stop scheduling a domain" },
+    CommandInfo { name: "unpause", usage: "unpause <dom>", summary: "resume a paused domain" },
+    CommandInfo { name: "shutdown", usage: "shutdown <dom>", summary: "ask a domain to shut down (destroyed after 10 s)" },
+    CommandInfo { name: "destroy", usage: "destroy <dom>", summary: "stop a domain at once and free its memory" },
+    CommandInfo { name: "rename", usage: "rename <dom> <new-name>", summary: "rename a domain" },
+    CommandInfo { name: "vcpu-list", usage: "vcpu-list [dom]", summary: "list vCPUs with state and CPU time" },
+    CommandInfo { name: "sched-credit", usage: "sched-credit [-d <dom> [-w <weight>]]", summary: "show or set scheduling weights" },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo { name: "crash", usage: "crash pf|ud|de|gp|bp|stack", summary: "diagnostic: raise that exception in the hypervisor" },
@@ -54,6 +64,16 @@ pub fn run(line: &str) {
             }
         }
         "crash" => crash(&args),
+        "create" => create(&args),
+        "list" => list(&args),
+        "console" => console(&args),
+        "pause" => pause(&args, true),
+        "unpause" => pause(&args, false),
+        "shutdown" => shutdown(&args),
+        "destroy" => destroy(&args),
+        "rename" => rename(&args),
+        "vcpu-list" => vcpu_list(&args),
+        "sched-credit" => sched_credit(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -172,10 +192,14 @@ fn info() {
     let hz = time::tsc_hz();
     println!("tsc: {}.{:03} MHz ({})", hz / 1_000_000, (hz / 1000) % 1000, time::tsc_source());
     println!("apic: {} id {}, timer {} Hz", apic::mode_name(), apic::id(), apic::timer_hz());
+    println!("fpu: guest state saved with {}", crate::arch::fpu::mechanism());
+    let onoff = |b: bool| if b { "on" } else { "unavailable" };
+    let (smep, smap) = crate::arch::smep_smap_enabled();
     println!(
-        "protection: NX {}, SMEP {}, W^X image, guard pages under stacks",
-        if crate::arch::paging::nx() != 0 { "on" } else { "unavailable" },
-        if crate::arch::smep_enabled() { "on" } else { "unavailable" }
+        "protection: NX {}, SMEP {}, SMAP {}, W^X image, guard pages under stacks",
+        onoff(crate::arch::paging::nx() != 0),
+        onoff(smep),
+        onoff(smap)
     );
     let (total, free, _) = mm::frame_stats();
     println!("memory: {} usable, {} free", shell::format_bytes(total), shell::format_bytes(free));
@@ -240,5 +264,267 @@ fn crash(args: &[&str]) {
             println!("{r}");
         }
         _ => println!("usage: crash pf|ud|de|gp|bp|stack"),
+    }
+}
+
+// ------------------------------------------------------------ domains --
+
+/// Boot modules by name: the module's command line (GRUB `module2 FILE
+/// NAME`), else the file's base name without extension.
+fn find_module(name: &str) -> Option<(String, &'static [u8])> {
+    let b = crate::boot();
+    let want = name.trim_start_matches("module:");
+    b.info.modules.iter().find_map(|m| {
+        let label = m.cmdline.split_whitespace().next().unwrap_or("");
+        let base = label.rsplit('/').next().unwrap_or(label);
+        let stem = base.split('.').next().unwrap_or(base);
+        (label == want || base == want || stem == want).then(|| Some((String::from(stem), mm::module_bytes(m)?))).flatten()
+    })
+}
+
+fn resolve(arg: Option<&&str>) -> Option<hypervisor::domain::DomId> {
+    let Some(arg) = arg else {
+        println!("error: which domain? (name or ID)");
+        return None;
+    };
+    match crate::domains::with_table(|t| t.resolve(arg)) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            println!("error: {e}");
+            None
+        }
+    }
+}
+
+fn create(args: &[&str]) {
+    let a = match hypervisor::domain::parse_create(args) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("error: {e}");
+            return;
+        }
+    };
+    let Some((stem, bytes)) = find_module(&a.image) else {
+        let b = crate::boot();
+        let names: Vec<&str> = b.info.modules.iter().map(|m| m.cmdline.as_str()).collect();
+        if names.is_empty() {
+            println!("error: no boot module named '{}' (none were loaded)", a.image);
+        } else {
+            println!("error: no boot module named '{}' (have: {})", a.image, names.join(", "));
+        }
+        return;
+    };
+    match crate::domains::create(&a, &stem, bytes) {
+        Ok(id) => {
+            let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
+            println!("created domain {id} ({name})");
+        }
+        Err(e) => println!("error: create {}: {e}", a.image),
+    }
+}
+
+fn hypervisor_cpu_ns() -> u64 {
+    let guests: u64 = crate::domains::with_table(|t| t.iter().map(|(_, _, d)| d.cpu_time_ns()).sum());
+    time::now_ns().saturating_sub(crate::vcpu::idle_ns()).saturating_sub(guests)
+}
+
+fn list(args: &[&str]) {
+    let long = args.first() == Some(&"-l");
+    let (total, _, _) = mm::frame_stats();
+    let host = crate::boot().opts.hostname.clone();
+    let rows: Vec<(String, u32, u64, u32, hypervisor::domain::StateFlags, u64, Vec<(String, String)>)> =
+        crate::domains::with_table(|t| {
+            t.iter()
+                .map(|(id, name, d)| {
+                    let mut extra = alloc::vec![
+                        (String::from("image"), d.image.clone()),
+                        (String::from("cmdline"), d.cmdline.clone()),
+                        (String::from("weight"), alloc::format!("{}", d.weight)),
+                    ];
+                    if let Some(crate::domains::Stop::Crashed(r)) = &d.stop {
+                        extra.push((String::from("crash"), r.clone()));
+                    }
+                    extra.push((String::from("console"), alloc::format!("{} bytes buffered", d.console.len())));
+                    (String::from(name), id, d.mem_bytes >> 20, d.vcpus.len() as u32, d.flags(), d.cpu_time_ns(), extra)
+                })
+                .collect()
+        });
+    let guest_mem: u64 = rows.iter().map(|r| r.2).sum();
+    let dom0 = hypervisor::domain::ListRow {
+        name: &host,
+        id: 0,
+        mem_mib: (total >> 20).saturating_sub(guest_mem),
+        vcpus: 1,
+        state: hypervisor::domain::StateFlags { running: true, ..Default::default() },
+        cpu_time_ns: hypervisor_cpu_ns(),
+    };
+    let mut list_rows = alloc::vec![dom0];
+    for r in &rows {
+        list_rows.push(hypervisor::domain::ListRow { name: &r.0, id: r.1, mem_mib: r.2, vcpus: r.3, state: r.4, cpu_time_ns: r.5 });
+    }
+    if long {
+        let mut extras: Vec<Vec<(&str, &str)>> = alloc::vec![Vec::new()];
+        for r in &rows {
+            extras.push(r.6.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+        }
+        print!("{}", hypervisor::domain::format_list_long(&list_rows, &extras));
+    } else {
+        print!("{}", hypervisor::domain::format_list(&list_rows));
+    }
+}
+
+fn destroy(args: &[&str]) {
+    if let Some(id) = resolve(args.first()) {
+        if crate::hypercall::attached() == Some(id) {
+            crate::hypercall::attach_console(0);
+        }
+        if crate::domains::destroy(id) {
+            log::info!("domain {id}: destroyed");
+        }
+    }
+}
+
+fn pause(args: &[&str], paused: bool) {
+    if let Some(id) = resolve(args.first()) {
+        if let Err(e) = crate::domains::set_paused(id, paused) {
+            println!("error: {e}");
+        }
+    }
+}
+
+fn shutdown(args: &[&str]) {
+    if let Some(id) = resolve(args.first()) {
+        match crate::domains::request_shutdown(id) {
+            Ok(()) => println!("asked domain {id} to shut down (forced in 10 s)"),
+            Err(e) => println!("error: {e}"),
+        }
+    }
+}
+
+fn console(args: &[&str]) {
+    let Some(id) = resolve(args.first()) else { return };
+    let backlog = crate::domains::with_table(|t| {
+        t.get_mut(id).map(|d| {
+            let mut raw = Vec::new();
+            d.console.drain_into(&mut raw);
+            let mut out = Vec::new();
+            d.out_filter.feed(&raw, &mut out);
+            out
+        })
+    });
+    let Some(backlog) = backlog else { return };
+    println!("[attached to domain {id}; Ctrl-] returns to {}]", hypervisor::NAME);
+    crate::console::write_bytes(&backlog);
+    crate::hypercall::attach_console(id);
+}
+
+/// Operator keystrokes for an attached guest console.
+pub fn console_input(id: hypervisor::domain::DomId, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    crate::domains::with_table(|t| {
+        if let Some(d) = t.get_mut(id) {
+            // Bounded: a guest that never reads cannot make the host grow.
+            let room = 4096usize.saturating_sub(d.input.len());
+            d.input.extend(bytes.iter().take(room));
+        }
+    });
+    crate::domains::post_event(id, guest_abi::event::CONSOLE_INPUT);
+}
+
+fn vcpu_list(args: &[&str]) {
+    let filter = match args.first() {
+        Some(_) => match resolve(args.first()) {
+            Some(id) => Some(id),
+            None => return,
+        },
+        None => None,
+    };
+    println!("Name                                ID  VCPU   CPU State   Time(s)");
+    crate::domains::with_table(|t| {
+        for (id, name, d) in t.iter() {
+            if filter.is_some_and(|f| f != id) {
+                continue;
+            }
+            for (i, v) in d.vcpus.iter().enumerate() {
+                let st = if d.stop.is_some() || d.paused || !v.started {
+                    "-p-"
+                } else if crate::vcpu::is_running(v.thread) {
+                    "r--"
+                } else if crate::vcpu::state(v.thread) == Some(hypervisor::sched::State::Runnable) {
+                    "r--"
+                } else {
+                    "-b-"
+                };
+                let ns = crate::vcpu::cpu_time_ns(v.thread);
+                println!("{name:<32} {id:>5} {i:>5} {:>5} {st:<5} {:>9}.{}", 0, ns / 1_000_000_000, (ns / 100_000_000) % 10);
+            }
+        }
+    });
+}
+
+fn rename(args: &[&str]) {
+    let (Some(_), Some(new)) = (args.first(), args.get(1)) else {
+        println!("usage: rename <domain> <new-name>");
+        return;
+    };
+    if let Some(id) = resolve(args.first()) {
+        if let Err(e) = crate::domains::with_table(|t| t.rename(id, new)) {
+            println!("error: {e}");
+        }
+    }
+}
+
+fn sched_credit(args: &[&str]) {
+    // sched-credit [-d <dom> [-w <weight>]]
+    let mut dom = None;
+    let mut weight = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-d" => dom = it.next().copied(),
+            "-w" => weight = it.next().copied(),
+            other => {
+                println!("error: unknown option '{other}' (usage: sched-credit [-d <dom> [-w <weight>]])");
+                return;
+            }
+        }
+    }
+    match (dom, weight) {
+        (None, _) => {
+            println!("Name                                ID Weight");
+            crate::domains::with_table(|t| {
+                for (id, name, d) in t.iter() {
+                    println!("{name:<32} {id:>5} {:>6}", d.weight);
+                }
+            });
+        }
+        (Some(d), None) => {
+            if let Some(id) = resolve(Some(&d)) {
+                let w = crate::domains::with_table(|t| t.get(id).map(|d| d.weight)).unwrap_or(0);
+                println!("Name                                ID Weight");
+                let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
+                println!("{name:<32} {id:>5} {w:>6}");
+            }
+        }
+        (Some(d), Some(w)) => {
+            let Some(id) = resolve(Some(&d)) else { return };
+            let w: u16 = match w.parse() {
+                Ok(v) if v >= 1 => v,
+                _ => {
+                    println!("error: bad weight '{w}' (expected 1-65535)");
+                    return;
+                }
+            };
+            crate::domains::with_table(|t| {
+                if let Some(d) = t.get_mut(id) {
+                    d.weight = w;
+                    for v in &d.vcpus {
+                        crate::vcpu::set_weight(v.thread, w);
+                    }
+                }
+            });
+        }
     }
 }

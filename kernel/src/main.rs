@@ -24,7 +24,11 @@ mod arch;
 #[cfg(target_os = "none")]
 mod cmds;
 #[cfg(target_os = "none")]
+mod domains;
+#[cfg(target_os = "none")]
 mod drivers;
+#[cfg(target_os = "none")]
+mod hypercall;
 #[cfg(target_os = "none")]
 mod logger;
 #[cfg(target_os = "none")]
@@ -35,6 +39,8 @@ mod power;
 mod selftest;
 #[cfg(target_os = "none")]
 mod time;
+#[cfg(target_os = "none")]
+mod vcpu;
 
 #[cfg(target_os = "none")]
 pub use kernel::*;
@@ -135,6 +141,8 @@ mod kernel {
         let b = boot();
 
         arch::enable_cpu_protections();
+        arch::fpu::init();
+        arch::syscall::init();
         let acpi = load_acpi(&b.info);
         ACPI.call_once(|| acpi);
         legacy::mask_pic();
@@ -173,6 +181,7 @@ mod kernel {
             apic::timer_hz()
         );
 
+        crate::vcpu::init();
         if b.opts.selftest {
             crate::selftest::run()
         }
@@ -235,18 +244,34 @@ mod kernel {
         let mut out: Vec<u8> = Vec::with_capacity(512);
         let mut buf = [0u8; 64];
         loop {
+            crate::domains::reap();
             serial::poll_rx();
             let n = serial::read(&mut buf);
             if n == 0 {
-                cpu::cli();
-                if serial::rx_pending() {
-                    cpu::sti();
-                } else {
-                    cpu::sti_hlt();
-                }
+                crate::vcpu::shell_idle();
                 continue;
             }
-            for &byte in &buf[..n] {
+            let mut bytes = &buf[..n];
+            if let Some(dom) = crate::hypercall::attached() {
+                // Console mode: everything goes to the guest until Ctrl-].
+                match bytes.iter().position(|&b| b == 0x1d) {
+                    Some(i) => {
+                        crate::cmds::console_input(dom, &bytes[..i]);
+                        crate::hypercall::attach_console(0);
+                        println!();
+                        print!("{}", hypervisor::PROMPT);
+                        bytes = &bytes[i + 1..];
+                    }
+                    None => {
+                        crate::cmds::console_input(dom, bytes);
+                        continue;
+                    }
+                }
+            }
+            let mut i = 0;
+            while i < bytes.len() {
+                let byte = bytes[i];
+                i += 1;
                 out.clear();
                 let ev = ed.feed(byte, &mut out);
                 if !out.is_empty() {
@@ -255,6 +280,11 @@ mod kernel {
                 match ev {
                     Some(Event::Line(line)) => {
                         crate::cmds::run(&line);
+                        if let Some(dom) = crate::hypercall::attached() {
+                            // `console`: the rest of this read is the guest's.
+                            crate::cmds::console_input(dom, &bytes[i..]);
+                            break;
+                        }
                         print!("{}", hypervisor::PROMPT);
                     }
                     Some(Event::Cancelled) => print!("{}", hypervisor::PROMPT),

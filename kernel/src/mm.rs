@@ -225,19 +225,48 @@ pub fn translate(va: u64) -> Option<(u64, u64)> {
 static NEXT_STACK: AtomicU64 = AtomicU64::new(STACK_BASE);
 static NEXT_MMIO: AtomicU64 = AtomicU64::new(MMIO_BASE);
 
+/// Freed stack slots (guard VA, pages), reused before new address space is
+/// taken, so create/destroy cycles do not grow the kernel page tables.
+static FREE_STACKS: IrqMutex<Vec<(u64, u64)>> = IrqMutex::new(Vec::new());
+
 /// Maps a kernel stack of `pages` pages with an unmapped guard page below it;
 /// returns the stack top (16-byte aligned).
 pub fn alloc_stack(pages: u64) -> Option<u64> {
-    let slot = (pages + 1) * PAGE_SIZE;
-    let base = NEXT_STACK.fetch_add(slot, Ordering::Relaxed);
-    if base + slot > STACK_LIMIT {
-        return None;
-    }
+    let reused = {
+        let mut free = FREE_STACKS.lock();
+        free.iter().position(|&(_, p)| p == pages).map(|i| free.swap_remove(i).0)
+    };
+    let base = match reused {
+        Some(b) => b,
+        None => {
+            let slot = (pages + 1) * PAGE_SIZE;
+            let base = NEXT_STACK.fetch_add(slot, Ordering::Relaxed);
+            if base + slot > STACK_LIMIT {
+                return None;
+            }
+            base
+        }
+    };
     let bottom = base + PAGE_SIZE; // base itself is the guard page
     for i in 0..pages {
-        map_fresh_page(bottom + i * PAGE_SIZE, paging::data_flags()).ok()?;
+        if map_fresh_page(bottom + i * PAGE_SIZE, paging::data_flags()).is_err() {
+            for j in 0..i {
+                unmap_and_free(bottom + j * PAGE_SIZE);
+            }
+            FREE_STACKS.lock().push((base, pages));
+            return None;
+        }
     }
     Some(bottom + pages * PAGE_SIZE)
+}
+
+/// Unmaps a stack from `alloc_stack`, frees its frames and keeps its slot.
+pub fn free_stack(top: u64, pages: u64) {
+    let bottom = top - pages * PAGE_SIZE;
+    for i in 0..pages {
+        unmap_and_free(bottom + i * PAGE_SIZE);
+    }
+    FREE_STACKS.lock().push((bottom - PAGE_SIZE, pages));
 }
 
 /// Is `va` inside the stack region but unmapped (a guard page)?
@@ -466,4 +495,35 @@ fn direct_chunks(info: &BootInfo, _end: u64) -> Vec<Range> {
 /// it is busy): for the fault path.
 pub fn translate_nolock(va: u64) -> bool {
     KERNEL_PT.try_lock().is_some_and(|pt| pt.as_ref().and_then(|m| m.translate(va)).is_some())
+}
+
+/// Copies the kernel's upper-half PML4 entries (slots 256..512) into a new
+/// address space's PML4 page. They never change after boot, so the copy stays
+/// valid; ring 3 cannot use them (no USER bit).
+pub fn copy_kernel_half(pml4: u64) {
+    let root = KERNEL_PT.lock().as_ref().map_or(0, |m| m.root());
+    if root == 0 {
+        return;
+    }
+    // SAFETY: both are page-table pages reachable through the direct map;
+    // `pml4` is a fresh frame owned by the caller.
+    unsafe {
+        let src = paging::phys_to_virt(root) as *const u64;
+        let dst = paging::phys_to_virt(pml4) as *mut u64;
+        for i in 256..512 {
+            dst.add(i).write(src.add(i).read());
+        }
+    }
+}
+
+/// Bytes of a boot module through the direct map.
+pub fn module_bytes(m: &hypervisor::bootinfo::Module) -> Option<&'static [u8]> {
+    let len = m.end.checked_sub(m.start)?;
+    let ok = DIRECT.lock().iter().any(|r| r.start <= m.start && m.end <= r.end);
+    if !ok {
+        return None;
+    }
+    // SAFETY: the module's range is reserved (never allocated or written by
+    // the kernel) and direct-mapped for the whole run.
+    Some(unsafe { core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, len as usize) })
 }

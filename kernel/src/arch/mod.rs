@@ -4,16 +4,19 @@
 
 pub mod apic;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
 pub mod legacy;
 pub mod paging;
 pub mod sync;
+pub mod syscall;
 pub mod trap;
 
 core::arch::global_asm!(include_str!("boot.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("trap.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("switch.S"), options(att_syntax));
 
 extern "C" {
     static boot_tsc: u64;
@@ -43,9 +46,9 @@ pub fn run_on_stack(top: u64, f: extern "C" fn() -> !) -> ! {
     }
 }
 
-/// Turns on SMEP (no executing user pages in ring 0) and UMIP (no SGDT/SIDT
-/// and friends from ring 3) where the CPU has them. SMAP waits until guest
-/// memory copies bracket their accesses with STAC/CLAC.
+/// Turns on SMEP (no executing user pages in ring 0), SMAP (no touching user
+/// pages from ring 0: guest memory is copied through the direct map instead)
+/// and UMIP (no SGDT/SIDT and friends from ring 3) where the CPU has them.
 pub fn enable_cpu_protections() {
     if cpu::cpuid(0, 0).eax < 7 {
         return;
@@ -58,13 +61,17 @@ pub fn enable_cpu_protections() {
     if l7.ecx & (1 << 2) != 0 {
         cr4 |= 1 << 11;
     }
+    if l7.ebx & (1 << 20) != 0 {
+        cr4 |= 1 << 21; // SMAP: guest memory is only ever reached through the direct map
+    }
     // SAFETY: SMEP and UMIP only restrict what ring 3 pages and code may do;
     // the hypervisor never executes user pages or relies on those instructions
     // from ring 3.
     unsafe { cpu::write_cr4(cr4) };
 }
 
-/// Whether SMEP is on.
-pub fn smep_enabled() -> bool {
-    cpu::read_cr4() & (1 << 20) != 0
+/// Whether SMEP and SMAP are on.
+pub fn smep_smap_enabled() -> (bool, bool) {
+    let cr4 = cpu::read_cr4();
+    (cr4 & (1 << 20) != 0, cr4 & (1 << 21) != 0)
 }

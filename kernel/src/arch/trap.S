@@ -19,6 +19,7 @@ trap_stubs:
     .set vec, vec + 1
 .endr
 
+.global trap_common
 trap_common:
     push %rax
     push %rbx
@@ -38,6 +39,8 @@ trap_common:
     mov %rsp, %rdi
     cld
     call trap_dispatch
+.global trap_return
+trap_return:
     pop %r15
     pop %r14
     pop %r13

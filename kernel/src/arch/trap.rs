@@ -35,6 +35,9 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+/// Pseudo-vector the syscall entry stores for a hypercall.
+pub const HYPERCALL_VECTOR: u64 = 0x100;
+
 /// Vector the UART's IRQ is routed to.
 pub const SERIAL_VECTOR: u8 = 0x24;
 
@@ -89,14 +92,18 @@ pub fn exception_name(v: u64) -> (&'static str, &'static str) {
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
+        0..=31 if frame.cs & 3 == 3 => crate::hypercall::guest_exception(frame),
         0..=31 => fatal_exception(frame),
+        HYPERCALL_VECTOR => crate::hypercall::dispatch(frame),
         v if v == u64::from(apic::TIMER_VECTOR) => {
             TICKS.fetch_add(1, Ordering::Relaxed);
             apic::eoi();
+            crate::vcpu::on_tick();
         }
         v if v == u64::from(SERIAL_VECTOR) => {
             crate::drivers::serial::poll_rx();
             apic::eoi();
+            crate::vcpu::on_device_interrupt();
         }
         v if v == u64::from(apic::SPURIOUS_VECTOR) => {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,114 @@
+//! FPU/SSE/AVX state: enabling the units and saving/restoring a vCPU's
+//! registers (XSAVE where the CPU has it, FXSAVE otherwise). The hypervisor
+//! itself is built soft-float and never touches these registers, so only
+//! guest state lives in them.
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::cpu;
+
+static XSAVE: AtomicBool = AtomicBool::new(false);
+static XCR0: AtomicU64 = AtomicU64::new(0);
+static AREA_SIZE: AtomicU64 = AtomicU64::new(512);
+
+/// Turns on SSE (and XSAVE with every user state component the CPU has:
+/// x87, SSE, AVX, AVX-512 parts) for guests.
+pub fn init() {
+    // SAFETY: CR0.MP set / EM and TS clear and CR4.OSFXSR/OSXMMEXCPT only
+    // enable FPU/SSE instructions; the kernel itself never executes them.
+    unsafe {
+        let cr0 = (cpu::read_cr0() | (1 << 1)) & !((1 << 2) | (1 << 3));
+        core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+        cpu::write_cr4(cpu::read_cr4() | (1 << 9) | (1 << 10));
+    }
+    let l1 = cpu::cpuid(1, 0);
+    if l1.ecx & (1 << 26) != 0 {
+        let d = cpu::cpuid(0xD, 0);
+        // x87 | SSE | AVX | opmask | ZMM_Hi256 | Hi16_ZMM, as supported.
+        let xcr0 = u64::from(d.eax) & 0b1110_0111;
+        // SAFETY: CR4.OSXSAVE enables XGETBV/XSETBV/XSAVE; XCR0 gets only
+        // components CPUID reports (x87 is mandatory and present).
+        unsafe {
+            cpu::write_cr4(cpu::read_cr4() | (1 << 18));
+            asm!("xsetbv", in("ecx") 0u32, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack, preserves_flags));
+        }
+        let size = u64::from(cpu::cpuid(0xD, 0).ebx).max(576);
+        AREA_SIZE.store(size, Ordering::Relaxed);
+        XCR0.store(xcr0, Ordering::Relaxed);
+        XSAVE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// "XSAVE" or "FXSAVE".
+pub fn mechanism() -> &'static str {
+    if XSAVE.load(Ordering::Relaxed) {
+        "XSAVE"
+    } else {
+        "FXSAVE"
+    }
+}
+
+/// One vCPU's saved FPU/SSE/AVX registers (64-byte aligned area).
+pub struct FpuState {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: the area is owned memory with no thread affinity.
+unsafe impl Send for FpuState {}
+
+impl FpuState {
+    /// The architectural initial state (FCW 0x37F, MXCSR 0x1F80, nothing
+    /// else live). None if out of memory.
+    pub fn new() -> Option<FpuState> {
+        let size = AREA_SIZE.load(Ordering::Relaxed) as usize;
+        let layout = Layout::from_size_align(size, 64).ok()?;
+        // SAFETY: layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: the area is at least 512 bytes: FCW at 0, MXCSR at 24.
+        unsafe {
+            (ptr as *mut u16).write(0x037F);
+            (ptr.add(24) as *mut u32).write(0x1F80);
+        }
+        Some(FpuState { ptr, layout })
+    }
+
+    /// Saves the CPU's current FPU registers here.
+    pub fn save(&mut self) {
+        if XSAVE.load(Ordering::Relaxed) {
+            let m = XCR0.load(Ordering::Relaxed);
+            // SAFETY: the area is 64-byte aligned and as large as CPUID 0xD
+            // says XSAVE needs for XCR0's components.
+            unsafe { asm!("xsave64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags)) };
+        } else {
+            // SAFETY: 512-byte, 16-byte aligned area.
+            unsafe { asm!("fxsave64 [{}]", in(reg) self.ptr, options(nostack, preserves_flags)) };
+        }
+    }
+
+    /// Loads the FPU registers from here.
+    pub fn restore(&self) {
+        if XSAVE.load(Ordering::Relaxed) {
+            let m = XCR0.load(Ordering::Relaxed);
+            // SAFETY: as in `save`; the area holds a valid XSAVE image (zeroed
+            // header = initial state, or what `save` wrote).
+            unsafe { asm!("xrstor64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags)) };
+        } else {
+            // SAFETY: as in `save`; MXCSR reserved bits are zero (initial
+            // state or a value FXSAVE wrote).
+            unsafe { asm!("fxrstor64 [{}]", in(reg) self.ptr, options(nostack, preserves_flags)) };
+        }
+    }
+}
+
+impl Drop for FpuState {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.ptr, self.layout) };
+    }
+}

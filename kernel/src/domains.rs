@@ -1,0 +1,499 @@
+//! Paravirtual domains: creation from a guest ELF, the guest address space,
+//! checked copies in and out of guest memory, lifecycle (pause, shutdown,
+//! crash, destroy) and the data the shell's `list` shows.
+//!
+//! A guest sees memory `[0, mem_bytes)` at the same virtual addresses
+//! (guest-physical = guest-virtual), made of machine frames listed in `p2m`;
+//! the hypervisor never dereferences a guest pointer, it translates each
+//! page through `p2m` and copies via the direct map.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use guest_abi::{StartInfo, VcpuTime, INITIAL_STACK_BYTES, START_INFO_VA, START_MAGIC, TIME_PAGE_VA};
+use hypervisor::conring::{ConsoleRing, GuestOutputFilter};
+use hypervisor::domain::{CreateArgs, DomId, DomainTable, StateFlags};
+use hypervisor::elf;
+use hypervisor::frames::PAGE_SIZE;
+use hypervisor::sched::State as SchedState;
+
+use crate::arch::paging::{self, Mapper, DIRECT_MAP_BASE};
+use crate::arch::sync::IrqMutex;
+use crate::arch::trap::TrapFrame;
+use crate::arch::{cpu, gdt};
+use crate::vcpu::{self, ThreadId};
+use crate::{mm, time};
+
+/// Guest page permissions (in `Domain::perms`).
+const P_READ: u8 = 1;
+const P_WRITE: u8 = 2;
+const P_EXEC: u8 = 4;
+
+/// Grace period between `shutdown` and a forced destroy.
+const SHUTDOWN_GRACE_NS: u64 = 10_000_000_000;
+
+/// Why a domain stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Exited(u64),
+    Crashed(String),
+}
+
+/// One vCPU of a domain.
+pub struct Vcpu {
+    pub thread: ThreadId,
+    pub started: bool,
+}
+
+/// A paravirtual domain.
+pub struct Domain {
+    pub mem_bytes: u64,
+    /// Machine frame of each guest frame (0: not backed, e.g. page 0).
+    p2m: Vec<u64>,
+    /// Guest-visible permissions of each guest frame.
+    perms: Vec<u8>,
+    pml4: u64,
+    pt_frames: Vec<u64>,
+    pub vcpus: Vec<Vcpu>,
+    pub paused: bool,
+    pub stop: Option<Stop>,
+    pub shutdown_deadline: Option<u64>,
+    pub console: ConsoleRing,
+    /// Sanitises this domain's output for the operator's terminal (keeps
+    /// state so multi-byte characters split across writes survive).
+    pub out_filter: GuestOutputFilter,
+    pub input: alloc::collections::VecDeque<u8>,
+    pub events: u64,
+    pub created_ns: u64,
+    pub created_tsc: u64,
+    pub weight: u16,
+    pub image: String,
+    pub cmdline: String,
+}
+
+/// Every domain; the hypervisor itself (ID 0) is not in the table.
+pub static DOMAINS: IrqMutex<Option<DomainTable<Domain>>> = IrqMutex::new(None);
+
+/// Runs `f` on the domain table.
+pub fn with_table<R>(f: impl FnOnce(&mut DomainTable<Domain>) -> R) -> R {
+    let mut g = DOMAINS.lock();
+    f(g.get_or_insert_with(DomainTable::new))
+}
+
+impl Domain {
+    /// Domain-relative monotonic time.
+    pub fn now_ns(&self) -> u64 {
+        time::now_ns().saturating_sub(self.created_ns)
+    }
+
+    /// xl-style state flags.
+    pub fn flags(&self) -> StateFlags {
+        let mut f = StateFlags::default();
+        match &self.stop {
+            Some(Stop::Crashed(_)) => f.crashed = true,
+            Some(_) => f.dying = true,
+            None if self.paused => f.paused = true,
+            None => {
+                if self.shutdown_deadline.is_some() {
+                    f.shutdown = true;
+                }
+                let any_running = self.vcpus.iter().any(|v| vcpu::is_running(v.thread));
+                let any_runnable = self.vcpus.iter().any(|v| vcpu::state(v.thread) == Some(SchedState::Runnable));
+                if any_running || any_runnable {
+                    f.running = true;
+                } else {
+                    f.blocked = true;
+                }
+            }
+        }
+        f
+    }
+
+    /// Total CPU time of all vCPUs.
+    pub fn cpu_time_ns(&self) -> u64 {
+        self.vcpus.iter().map(|v| vcpu::cpu_time_ns(v.thread)).sum()
+    }
+
+    /// The machine address of guest address `gpa`, if the page is backed and
+    /// allows `need` (P_* bits).
+    fn machine(&self, gpa: u64, need: u8) -> Option<u64> {
+        let pfn = usize::try_from(gpa / PAGE_SIZE).ok()?;
+        let mfn = *self.p2m.get(pfn)?;
+        let perms = *self.perms.get(pfn)?;
+        (mfn != 0 && perms & need == need).then_some(mfn + gpa % PAGE_SIZE)
+    }
+
+    /// May the guest execute at `gva`?
+    pub fn can_exec(&self, gva: u64) -> bool {
+        gva < self.mem_bytes && self.machine(gva, P_EXEC).is_some()
+    }
+
+    /// Copies `len` bytes of guest memory at `gva` (which the guest may read).
+    pub fn copy_from(&self, gva: u64, len: u64) -> Result<Vec<u8>, guest_abi::Error> {
+        let end = gva.checked_add(len).ok_or(guest_abi::Error::Fault)?;
+        if end > self.mem_bytes {
+            return Err(guest_abi::Error::Fault);
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(len as usize).map_err(|_| guest_abi::Error::NoMem)?;
+        let mut at = gva;
+        while at < end {
+            let chunk = (PAGE_SIZE - at % PAGE_SIZE).min(end - at);
+            let ma = self.machine(at, P_READ).ok_or(guest_abi::Error::Fault)?;
+            // SAFETY: `ma..ma+chunk` lies in one machine frame owned by this
+            // domain (p2m), reachable through the direct map.
+            let src = unsafe { core::slice::from_raw_parts(paging::phys_to_virt(ma) as *const u8, chunk as usize) };
+            out.extend_from_slice(src);
+            at += chunk;
+        }
+        Ok(out)
+    }
+
+    /// Copies `data` into guest memory at `gva` (which the guest may write).
+    pub fn copy_to(&self, gva: u64, data: &[u8]) -> Result<(), guest_abi::Error> {
+        let end = gva.checked_add(data.len() as u64).ok_or(guest_abi::Error::Fault)?;
+        if end > self.mem_bytes {
+            return Err(guest_abi::Error::Fault);
+        }
+        // Check every page first so a fault writes nothing.
+        let mut at = gva & !(PAGE_SIZE - 1);
+        while at < end {
+            self.machine(at, P_WRITE).ok_or(guest_abi::Error::Fault)?;
+            at += PAGE_SIZE;
+        }
+        self.write_unchecked(gva, data);
+        Ok(())
+    }
+
+    /// Writes guest memory regardless of guest permissions (the hypervisor
+    /// filling the image, start-info and time pages). Out-of-range bytes are
+    /// skipped; callers pass ranges inside guest memory.
+    fn write_unchecked(&self, gpa: u64, data: &[u8]) {
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = gpa + done as u64;
+            let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(data.len() - done);
+            let Some(&mfn) = usize::try_from(at / PAGE_SIZE).ok().and_then(|p| self.p2m.get(p)) else { return };
+            if mfn != 0 {
+                // SAFETY: the destination lies in one machine frame owned by
+                // this domain, reachable through the direct map.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        data[done..].as_ptr(),
+                        paging::phys_to_virt(mfn + at % PAGE_SIZE) as *mut u8,
+                        chunk,
+                    )
+                };
+            }
+            done += chunk;
+        }
+    }
+
+    /// Returns every frame to the pool (memory, page tables).
+    fn free_memory(&mut self) {
+        for &f in self.p2m.iter().chain(self.pt_frames.iter()) {
+            if f != 0 {
+                let _ = mm::free_frame(f);
+            }
+        }
+        if self.pml4 != 0 {
+            let _ = mm::free_frame(self.pml4);
+        }
+        self.p2m.clear();
+        self.pt_frames.clear();
+        self.pml4 = 0;
+    }
+}
+
+fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a plain repr(C) ABI struct (StartInfo, VcpuTime) made of
+    // integers and byte arrays, so every byte is initialised.
+    unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+}
+
+/// Creates and starts a domain from an ELF image. Returns its ID.
+pub fn create(args: &CreateArgs, image_name: &str, file: &[u8]) -> Result<DomId, String> {
+    let mem_bytes = args.memory_mib.checked_mul(1 << 20).ok_or("memory size overflows")?;
+    let img = elf::parse(file, mem_bytes).map_err(|e| alloc::format!("{image_name}: {e}"))?;
+    let name = args.name.clone().unwrap_or_else(|| hypervisor::domain::default_name(image_name));
+    let pages = mem_bytes / PAGE_SIZE;
+    let (_, free, _) = mm::frame_stats();
+    // Guest memory plus page tables (about 1/512) and slack.
+    if pages * PAGE_SIZE + pages * 8 + (1 << 20) > free {
+        return Err(alloc::format!("not enough memory: domain needs {} MiB, {} free", args.memory_mib, free >> 20));
+    }
+
+    let mut d = Domain {
+        mem_bytes,
+        p2m: Vec::new(),
+        perms: Vec::new(),
+        pml4: 0,
+        pt_frames: Vec::new(),
+        vcpus: Vec::new(),
+        paused: false,
+        stop: None,
+        shutdown_deadline: None,
+        console: ConsoleRing::new(16 * 1024),
+        out_filter: GuestOutputFilter::new(),
+        input: alloc::collections::VecDeque::new(),
+        events: 0,
+        created_ns: time::now_ns(),
+        created_tsc: cpu::rdtsc(),
+        weight: args.weight,
+        image: image_name.to_string(),
+        cmdline: args.extra.clone(),
+    };
+    if let Err(e) = build_memory(&mut d, &img, file, &name, args) {
+        d.free_memory();
+        return Err(e);
+    }
+
+    let stack_top = mem_bytes;
+    let id = with_table(|t| {
+        t.insert(&name, |id| {
+            // The domain ID is known only now: patch it into StartInfo.
+            d.write_unchecked(START_INFO_VA + 12, &id.to_le_bytes());
+            d
+        })
+    });
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return Err(e.to_string()),
+    };
+    // vCPU threads: vCPU 0 starts at the entry, the others wait for vcpu_up.
+    let frame0 = TrapFrame {
+        r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0, rbp: 0,
+        rdi: START_INFO_VA, rsi: 0, rdx: 0, rcx: 0, rbx: 0, rax: 0,
+        vector: 0, error_code: 0,
+        rip: img.entry, cs: u64::from(gdt::USER_CS), rflags: 0x202, rsp: stack_top, ss: u64::from(gdt::USER_DS),
+    };
+    let mut failed = false;
+    with_table(|t| {
+        if let Some(d) = t.get_mut(id) {
+            for i in 0..args.vcpus {
+                match vcpu::create_vcpu(id, i, d.pml4, frame0, d.weight) {
+                    Some(th) => d.vcpus.push(Vcpu { thread: th, started: i == 0 }),
+                    None => failed = true,
+                }
+            }
+        }
+    });
+    if failed {
+        destroy(id);
+        return Err("out of memory for vCPU stacks".into());
+    }
+    with_table(|t| {
+        if let Some(d) = t.get(id) {
+            if let Some(v) = d.vcpus.first() {
+                vcpu::set_state(v.thread, SchedState::Runnable);
+            }
+        }
+    });
+    log::info!("domain {id} ({name}): created from {image_name}, {} MiB, {} vCPU(s)", args.memory_mib, args.vcpus);
+    Ok(id)
+}
+
+fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, args: &CreateArgs) -> Result<(), String> {
+    let pages = (d.mem_bytes / PAGE_SIZE) as usize;
+    d.p2m.try_reserve_exact(pages).map_err(|_| "out of memory")?;
+    d.perms.try_reserve_exact(pages).map_err(|_| "out of memory")?;
+    // Permissions: RW data by default; image segments as the ELF says; the
+    // start-info and time pages read-only; page 0 and the stack guard absent.
+    d.perms.resize(pages, P_READ | P_WRITE);
+    d.perms[0] = 0;
+    d.perms[(START_INFO_VA / PAGE_SIZE) as usize] = P_READ;
+    d.perms[(TIME_PAGE_VA / PAGE_SIZE) as usize] = P_READ;
+    let guard = ((d.mem_bytes - INITIAL_STACK_BYTES) / PAGE_SIZE - 1) as usize;
+    d.perms[guard] = 0;
+    for seg in &img.segments {
+        let first = (seg.vaddr / PAGE_SIZE) as usize;
+        let last = ((seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) as usize).min(pages);
+        let p = P_READ | if seg.write { P_WRITE } else { 0 } | if seg.exec { P_EXEC } else { 0 };
+        for q in &mut d.perms[first..last] {
+            *q = p;
+        }
+    }
+    for pfn in 0..pages {
+        let f = if d.perms[pfn] == 0 { 0 } else { mm::alloc_frame().ok_or("out of memory for guest pages")? };
+        d.p2m.push(f);
+    }
+
+    // Address space: the kernel's upper half shared, the guest mapped low.
+    let pml4 = mm::alloc_frame().ok_or("out of memory for page tables")?;
+    d.pml4 = pml4;
+    mm::copy_kernel_half(pml4);
+    // SAFETY: pml4 is a fresh zeroed frame owned by this domain; all table
+    // pages are frames reachable through the direct map.
+    let mut m = unsafe { Mapper::new(pml4, DIRECT_MAP_BASE) };
+    let nx = paging::nx();
+    let mut pt = Vec::new();
+    for (pfn, (&mfn, &p)) in d.p2m.iter().zip(d.perms.iter()).enumerate() {
+        if mfn == 0 {
+            continue;
+        }
+        let flags = paging::USER | if p & P_WRITE != 0 { paging::WRITABLE } else { 0 } | if p & P_EXEC != 0 { 0 } else { nx };
+        m.map(pfn as u64 * PAGE_SIZE, mfn, flags, &mut || {
+            let f = mm::alloc_frame()?;
+            pt.push(f);
+            Some(f)
+        })
+        .map_err(|e| {
+            d.pt_frames.append(&mut pt);
+            alloc::format!("cannot map guest memory: {e:?}")
+        })?;
+    }
+    d.pt_frames = pt;
+
+    // Image.
+    for seg in &img.segments {
+        let off = seg.file_offset as usize;
+        d.write_unchecked(seg.vaddr, &file[off..off + seg.file_size as usize]);
+    }
+    // Start info.
+    let heap_start = img.image_end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let heap_end = guard as u64 * PAGE_SIZE;
+    let mut si = StartInfo {
+        magic: START_MAGIC,
+        abi_version: guest_abi::ABI_VERSION,
+        domid: 0,
+        vcpus: args.vcpus,
+        flags: 0,
+        mem_bytes: d.mem_bytes,
+        heap_start,
+        heap_end: heap_end.max(heap_start),
+        stack_top: d.mem_bytes,
+        name: [0; 64],
+        cmdline: [0; 1024],
+    };
+    let n = name.len().min(63);
+    si.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let c = args.extra.len().min(1023);
+    si.cmdline[..c].copy_from_slice(&args.extra.as_bytes()[..c]);
+    d.write_unchecked(START_INFO_VA, as_bytes(&si));
+    write_time_page(d, args.vcpus);
+    Ok(())
+}
+
+/// Fills one time record per vCPU: domain time 0 at creation.
+fn write_time_page(d: &Domain, vcpus: u32) {
+    let s = guest_abi::time::TscScale::from_hz(time::tsc_hz());
+    let rec = VcpuTime {
+        version: 2,
+        generation: 0,
+        tsc_timestamp: d.created_tsc,
+        system_time_ns: 0,
+        tsc_to_system_mul: s.mul_frac,
+        tsc_shift: s.shift,
+        flags: 0,
+        _pad: [0; 2],
+        wall_base_ns: (time::boot_unix().max(0) as u64) * 1_000_000_000 + d.created_ns,
+        _reserved: [0; 3],
+    };
+    for i in 0..u64::from(vcpus) {
+        d.write_unchecked(TIME_PAGE_VA + i * 64, as_bytes(&rec));
+    }
+}
+
+/// Stops a domain's vCPUs and removes it, freeing everything (its threads
+/// are freed unless one is running; the reaper catches those).
+pub fn destroy(id: DomId) -> bool {
+    let d = with_table(|t| t.remove(id));
+    let Some(mut d) = d else { return false };
+    for v in &d.vcpus {
+        vcpu::set_state(v.thread, SchedState::Paused);
+        vcpu::destroy_thread(v.thread);
+    }
+    d.free_memory();
+    true
+}
+
+/// Marks the current vCPU's domain stopped (exit or crash), logs it and
+/// switches away for good.
+pub fn stop_current(reason: Stop) -> ! {
+    if let Some((id, _)) = vcpu::current_vcpu() {
+        with_table(|t| {
+            let name = t.name(id).unwrap_or("?").to_string();
+            if let Some(d) = t.get_mut(id) {
+                match &reason {
+                    Stop::Crashed(why) => log::error!("domain {id} ({name}): crashed: {why}"),
+                    Stop::Exited(st) => log::info!("domain {id} ({name}): exited with status {st}"),
+                }
+                d.stop = Some(reason);
+                for v in &d.vcpus {
+                    vcpu::set_state(v.thread, SchedState::Paused);
+                }
+            }
+        });
+    }
+    vcpu::stop_current()
+}
+
+/// Shell-side housekeeping: destroys exited domains (their threads are no
+/// longer running) and forces shutdowns whose grace period is over.
+pub fn reap() {
+    let now = time::now_ns();
+    let (exited, overdue): (Vec<DomId>, Vec<DomId>) = with_table(|t| {
+        let exited = t.iter().filter(|(_, _, d)| matches!(d.stop, Some(Stop::Exited(_)))).map(|(id, _, _)| id).collect();
+        let overdue = t
+            .iter()
+            .filter(|(_, _, d)| d.stop.is_none() && d.shutdown_deadline.is_some_and(|dl| now >= dl))
+            .map(|(id, _, _)| id)
+            .collect();
+        (exited, overdue)
+    });
+    for id in exited {
+        destroy(id);
+    }
+    for id in overdue {
+        log::warn!("domain {id}: did not shut down within {} s; destroyed", SHUTDOWN_GRACE_NS / 1_000_000_000);
+        destroy(id);
+    }
+}
+
+/// Pauses or unpauses every vCPU of a domain.
+pub fn set_paused(id: DomId, paused: bool) -> Result<(), String> {
+    with_table(|t| {
+        let d = t.get_mut(id).ok_or_else(|| alloc::format!("no domain with ID {id}"))?;
+        if d.stop.is_some() {
+            return Err("the domain has stopped; destroy it".into());
+        }
+        d.paused = paused;
+        for v in &d.vcpus {
+            if v.started {
+                vcpu::set_state(v.thread, if paused { SchedState::Paused } else { SchedState::Runnable });
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Posts event bits to a domain and wakes its blocked vCPUs.
+pub fn post_event(id: DomId, bits: u64) {
+    with_table(|t| {
+        if let Some(d) = t.get_mut(id) {
+            d.events |= bits;
+            if !d.paused {
+                for v in &d.vcpus {
+                    if v.started {
+                        vcpu::wake(v.thread);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Asks a domain to shut down; it is destroyed if it has not exited after
+/// the grace period.
+pub fn request_shutdown(id: DomId) -> Result<(), String> {
+    with_table(|t| -> Result<(), String> {
+        let d = t.get_mut(id).ok_or_else(|| alloc::format!("no domain with ID {id}"))?;
+        if d.stop.is_some() {
+            return Err("the domain has already stopped".into());
+        }
+        d.shutdown_deadline = Some(time::now_ns() + SHUTDOWN_GRACE_NS);
+        Ok(())
+    })?;
+    post_event(id, guest_abi::event::SHUTDOWN);
+    Ok(())
+}

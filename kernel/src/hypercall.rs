@@ -1,0 +1,152 @@
+//! Hypercall dispatch (the `syscall` gate, vector 0x100) and exceptions
+//! raised by guests. Every argument is validated; guest memory is reached only
+//! through `Domain::copy_from`/`copy_to`. Any exception in ring 3 crashes the
+//! domain with a one-line reason; the hypervisor carries on.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use guest_abi::{event, nr, Error, MAX_IO_BYTES};
+use hypervisor::domain::DomId;
+
+use crate::arch::cpu;
+use crate::arch::trap::{exception_name, TrapFrame};
+use crate::domains::{self, Stop};
+use crate::vcpu;
+
+/// The domain whose console is attached to the serial line (0: none).
+static ATTACHED: AtomicU32 = AtomicU32::new(0);
+
+/// Attaches the serial console to a domain (0 detaches).
+pub fn attach_console(id: DomId) {
+    ATTACHED.store(id, Ordering::Relaxed);
+}
+
+/// The attached domain, if any.
+pub fn attached() -> Option<DomId> {
+    match ATTACHED.load(Ordering::Relaxed) {
+        0 => None,
+        id => Some(id),
+    }
+}
+
+/// Handles one hypercall from the running vCPU; the result goes to RAX.
+pub fn dispatch(f: &mut TrapFrame) {
+    let Some((dom, idx)) = vcpu::current_vcpu() else {
+        f.rax = Error::NoSys.to_raw() as u64;
+        return;
+    };
+    let (a1, a2, a3, a4) = (f.rdi, f.rsi, f.rdx, f.r10);
+    let r = match f.rax {
+        nr::CONSOLE_WRITE => console_write(dom, a1, a2),
+        nr::CONSOLE_READ => console_read(dom, a1, a2),
+        nr::CLOCK_MONOTONIC => with_dom(dom, |d| Ok(d.now_ns())),
+        nr::CLOCK_WALL => Ok((crate::time::boot_unix().max(0) as u64) * 1_000_000_000 + crate::time::now_ns()),
+        nr::YIELD => {
+            vcpu::schedule();
+            Ok(0)
+        }
+        nr::BLOCK => block(dom, a1),
+        nr::EXIT => domains::stop_current(Stop::Exited(a1)),
+        nr::VCPU_ID => Ok(u64::from(idx)),
+        nr::EVENTS => with_dom(dom, |d| Ok(core::mem::take(&mut d.events))),
+        nr::VCPU_UP => vcpu_up(dom, a1, a2, a3, a4),
+        _ => Err(Error::NoSys),
+    };
+    f.rax = match r {
+        Ok(v) => v,
+        Err(e) => e.to_raw() as u64,
+    };
+}
+
+fn with_dom<R>(dom: DomId, f: impl FnOnce(&mut domains::Domain) -> Result<R, Error>) -> Result<R, Error> {
+    domains::with_table(|t| match t.get_mut(dom) {
+        Some(d) => f(d),
+        None => Err(Error::Invalid),
+    })
+}
+
+fn console_write(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
+    if len > MAX_IO_BYTES {
+        return Err(Error::TooBig);
+    }
+    let attached = attached() == Some(dom);
+    let out = with_dom(dom, |d| {
+        let data = d.copy_from(buf, len)?;
+        if attached {
+            let mut out = alloc::vec::Vec::with_capacity(data.len() + 16);
+            d.out_filter.feed(&data, &mut out);
+            Ok(Some(out))
+        } else {
+            d.console.push(&data);
+            Ok(None)
+        }
+    })?;
+    if let Some(out) = out {
+        crate::console::write_bytes(&out);
+    }
+    Ok(len)
+}
+
+fn console_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
+    if len > MAX_IO_BYTES {
+        return Err(Error::TooBig);
+    }
+    with_dom(dom, |d| {
+        let n = (len as usize).min(d.input.len());
+        let bytes: alloc::vec::Vec<u8> = d.input.iter().take(n).copied().collect();
+        d.copy_to(buf, &bytes)?;
+        d.input.drain(..n);
+        if d.input.is_empty() {
+            d.events &= !event::CONSOLE_INPUT;
+        }
+        Ok(n as u64)
+    })
+}
+
+fn block(dom: DomId, deadline: u64) -> Result<u64, Error> {
+    let (events, now, created) = with_dom(dom, |d| Ok((d.events, d.now_ns(), d.created_ns)))?;
+    if events != 0 || deadline <= now {
+        return Ok(events);
+    }
+    let host_deadline = if deadline == u64::MAX { None } else { Some(created.saturating_add(deadline)) };
+    vcpu::block_current(host_deadline);
+    with_dom(dom, |d| Ok(d.events))
+}
+
+fn vcpu_up(dom: DomId, which: u64, rip: u64, rsp: u64, arg: u64) -> Result<u64, Error> {
+    let thread = with_dom(dom, |d| {
+        let i = usize::try_from(which).map_err(|_| Error::Invalid)?;
+        let v = d.vcpus.get_mut(i).ok_or(Error::Invalid)?;
+        if v.started {
+            return Err(Error::Invalid);
+        }
+        if !d.can_exec(rip) || rsp > d.mem_bytes || rsp % 16 != 0 {
+            return Err(Error::Invalid);
+        }
+        let v = d.vcpus.get_mut(i).ok_or(Error::Invalid)?;
+        v.started = true;
+        Ok(v.thread)
+    })?;
+    vcpu::set_entry(thread, rip, rsp, arg);
+    let paused = with_dom(dom, |d| Ok(d.paused))?;
+    if !paused {
+        vcpu::set_state(thread, hypervisor::sched::State::Runnable);
+    }
+    Ok(0)
+}
+
+/// An exception in ring 3: the domain is crashed with a one-line reason.
+pub fn guest_exception(f: &TrapFrame) -> ! {
+    let (mn, name) = exception_name(f.vector);
+    let reason = if f.vector == 14 {
+        let cr2 = cpu::read_cr2();
+        let op = if f.error_code & 16 != 0 { "execute" } else if f.error_code & 2 != 0 { "write" } else { "read" };
+        let why = if f.error_code & 1 != 0 { "protection" } else { "not mapped" };
+        alloc::format!("{mn} {name}: {op} of {cr2:#x} ({why}) at RIP={:#x}", f.rip)
+    } else if f.error_code != 0 {
+        alloc::format!("{mn} {name} (error {:#x}) at RIP={:#x}", f.error_code, f.rip)
+    } else {
+        alloc::format!("{mn} {name} at RIP={:#x}", f.rip)
+    };
+    domains::stop_current(Stop::Crashed(reason))
+}
