@@ -16,7 +16,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "uptime", usage: "uptime", summary: "time since boot and the boot date" },
     CommandInfo { name: "mem", usage: "mem", summary: "physical memory and heap use" },
     CommandInfo { name: "loglevel", usage: "loglevel [off|error|warn|info|debug|trace]", summary: "show or set what the log prints on the console" },
-    CommandInfo { name: "create", usage: "create <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]", summary: "start a domain from a guest image" },
+    CommandInfo { name: "create", usage: "create [-c] <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]", summary: "start a domain from a guest image" },
     CommandInfo { name: "list", usage: "list [-l]", summary: "list domains (xm layout; -l for details)" },
     CommandInfo { name: "console", usage: "console <dom>", summary: "attach to a domain's console (Ctrl-] returns)" },
     CommandInfo { name: "pause", usage: "pause <dom>", summary: "stop scheduling a domain" },
@@ -297,7 +297,10 @@ fn resolve(arg: Option<&&str>) -> Option<hypervisor::domain::DomId> {
 }
 
 fn create(args: &[&str]) {
-    let a = match hypervisor::domain::parse_create(args) {
+    // `-c` (as in xl): attach to the new domain's console right away.
+    let attach = args.contains(&"-c");
+    let args: Vec<&str> = args.iter().copied().filter(|a| *a != "-c").collect();
+    let a = match hypervisor::domain::parse_create(&args) {
         Ok(a) => a,
         Err(e) => {
             println!("error: {e}");
@@ -318,6 +321,9 @@ fn create(args: &[&str]) {
         Ok(id) => {
             let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
             println!("created domain {id} ({name})");
+            if attach {
+                console(&[name.as_str()]);
+            }
         }
         Err(e) => println!("error: create {}: {e}", a.image),
     }
@@ -375,9 +381,6 @@ fn list(args: &[&str]) {
 
 fn destroy(args: &[&str]) {
     if let Some(id) = resolve(args.first()) {
-        if crate::hypercall::attached() == Some(id) {
-            crate::hypercall::attach_console(0);
-        }
         if crate::domains::destroy(id) {
             log::info!("domain {id}: destroyed");
         }

@@ -130,10 +130,8 @@ impl Domain {
 
     /// Copies `len` bytes of guest memory at `gva` (which the guest may read).
     pub fn copy_from(&self, gva: u64, len: u64) -> Result<Vec<u8>, guest_abi::Error> {
-        let end = gva.checked_add(len).ok_or(guest_abi::Error::Fault)?;
-        if end > self.mem_bytes {
-            return Err(guest_abi::Error::Fault);
-        }
+        self.check(gva, len, P_READ)?;
+        let end = gva + len;
         let mut out = Vec::new();
         out.try_reserve_exact(len as usize).map_err(|_| guest_abi::Error::NoMem)?;
         let mut at = gva;
@@ -149,18 +147,30 @@ impl Domain {
         Ok(out)
     }
 
-    /// Copies `data` into guest memory at `gva` (which the guest may write).
-    pub fn copy_to(&self, gva: u64, data: &[u8]) -> Result<(), guest_abi::Error> {
-        let end = gva.checked_add(data.len() as u64).ok_or(guest_abi::Error::Fault)?;
-        if end > self.mem_bytes {
+    /// Checks that the guest has `need` access to all of `[gva, gva + len)`
+    /// (a zero-length buffer still needs a valid address).
+    fn check(&self, gva: u64, len: u64, need: u8) -> Result<(), guest_abi::Error> {
+        let end = gva.checked_add(len).ok_or(guest_abi::Error::Fault)?;
+        if end > self.mem_bytes || gva >= self.mem_bytes {
             return Err(guest_abi::Error::Fault);
         }
-        // Check every page first so a fault writes nothing.
         let mut at = gva & !(PAGE_SIZE - 1);
-        while at < end {
-            self.machine(at, P_WRITE).ok_or(guest_abi::Error::Fault)?;
+        while at < end.max(gva + 1) {
+            self.machine(at, need).ok_or(guest_abi::Error::Fault)?;
             at += PAGE_SIZE;
         }
+        Ok(())
+    }
+
+    /// Checks that the guest may write all of `[gva, gva + len)`.
+    pub fn check_writable(&self, gva: u64, len: u64) -> Result<(), guest_abi::Error> {
+        self.check(gva, len, P_WRITE)
+    }
+
+    /// Copies `data` into guest memory at `gva` (which the guest may write).
+    /// Every page is checked first, so a fault writes nothing.
+    pub fn copy_to(&self, gva: u64, data: &[u8]) -> Result<(), guest_abi::Error> {
+        self.check_writable(gva, data.len() as u64)?;
         self.write_unchecked(gva, data);
         Ok(())
     }
@@ -404,6 +414,11 @@ pub fn destroy(id: DomId) -> bool {
         vcpu::destroy_thread(v.thread);
     }
     d.free_memory();
+    if crate::hypercall::attached() == Some(id) {
+        crate::hypercall::attach_console(0);
+        crate::println!("\n[domain {id} is gone; back to {}]", hypervisor::NAME);
+        crate::print!("{}", hypervisor::PROMPT);
+    }
     true
 }
 

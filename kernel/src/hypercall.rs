@@ -92,6 +92,7 @@ fn console_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
         return Err(Error::TooBig);
     }
     with_dom(dom, |d| {
+        d.check_writable(buf, len)?;
         let n = (len as usize).min(d.input.len());
         let bytes: alloc::vec::Vec<u8> = d.input.iter().take(n).copied().collect();
         d.copy_to(buf, &bytes)?;

@@ -61,6 +61,9 @@ struct State {
 
 static STATE: IrqMutex<Option<State>> = IrqMutex::new(None);
 static SHELL_WANTED: AtomicBool = AtomicBool::new(false);
+/// The shell was preempted by a tick: the next pick goes to a vCPU even if
+/// the shell has work, and the shell is wanted again after that slice.
+static SHELL_PREEMPTED: AtomicBool = AtomicBool::new(false);
 
 /// Makes the running boot thread the shell thread.
 pub fn init() {
@@ -228,11 +231,13 @@ fn shell_wanted() -> bool {
 }
 
 /// Timer tick (interrupt context): wakes sleepers whose deadline passed and
-/// preempts the running vCPU at the end of its slice or when the shell needs
-/// the CPU.
+/// preempts at the end of a slice: a vCPU for the next one (or for the shell
+/// when it needs the CPU), and the shell itself when it has been busy for a
+/// whole slice while vCPUs wait — so a long command never stalls guests. A
+/// preempted shell gets the CPU back after one guest slice.
 pub fn on_tick() {
     let now = time::now_ns();
-    let resched = with(|s| {
+    let preempt = with(|s| {
         while let Some(&(d, t)) = s.sleepers.first() {
             if d > now {
                 break;
@@ -242,16 +247,32 @@ pub fn on_tick() {
                 s.sched.set_state(t, SchedState::Runnable);
             }
         }
-        if s.current == SHELL {
-            return false;
-        }
         let ran = time::ticks_to_ns(cpu::rdtsc().wrapping_sub(s.slice_start_tsc));
-        ran >= SLICE_NS
+        if s.current == SHELL {
+            return if ran >= SLICE_NS && s.sched.pick().is_some() { Preempt::Shell } else { Preempt::No };
+        }
+        if ran >= SLICE_NS { Preempt::Vcpu } else { Preempt::No }
     })
-    .unwrap_or(false);
-    if resched || (current() != SHELL && shell_wanted()) {
-        schedule();
+    .unwrap_or(Preempt::No);
+    match preempt {
+        Preempt::Shell => switch_to_guest(),
+        Preempt::Vcpu => schedule(),
+        Preempt::No if current() != SHELL && shell_wanted() => schedule(),
+        Preempt::No => {}
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Preempt {
+    No,
+    Shell,
+    Vcpu,
+}
+
+/// Lets guests have one slice while the shell is busy.
+fn switch_to_guest() {
+    SHELL_PREEMPTED.store(true, Ordering::Relaxed);
+    schedule();
 }
 
 /// After a device interrupt: let the shell run if it has input.
@@ -294,7 +315,15 @@ pub fn schedule() {
         if cur != SHELL {
             s.sched.charge(cur, ran);
         }
-        let next = if shell_wanted() { SHELL } else { s.sched.pick().unwrap_or(SHELL) };
+        let next = if SHELL_PREEMPTED.swap(false, Ordering::Relaxed) {
+            // The shell still has work: it is wanted again after this slice.
+            SHELL_WANTED.store(true, Ordering::Relaxed);
+            s.sched.pick().unwrap_or(SHELL)
+        } else if shell_wanted() {
+            SHELL
+        } else {
+            s.sched.pick().unwrap_or(SHELL)
+        };
         s.slice_start_tsc = now;
         if next == cur {
             return None;
