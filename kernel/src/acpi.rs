@@ -141,13 +141,7 @@ pub struct SkippedTable {
 impl fmt::Display for SkippedTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.signature {
-            Some(sig) => write!(
-                f,
-                "ACPI table {} at {:#x}: {}",
-                Sig(sig),
-                self.addr,
-                self.reason
-            ),
+            Some(sig) => write!(f, "ACPI table {} at {:#x}: {}", Sig(sig), self.addr, self.reason),
             None => write!(f, "ACPI table at {:#x}: {}", self.addr, self.reason),
         }
     }
@@ -159,11 +153,7 @@ struct Sig([u8; 4]);
 impl fmt::Display for Sig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for &b in &self.0 {
-            let c = if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '?'
-            };
+            let c = if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' };
             write!(f, "{c}")?;
         }
         Ok(())
@@ -221,10 +211,7 @@ impl AcpiInfo {
     /// source override if there is one, else identity-mapped with flags 0
     /// (ISA defaults: edge-triggered, active high).
     pub fn gsi_for_isa_irq(&self, irq: u8) -> (u32, u16) {
-        self.overrides
-            .iter()
-            .find(|o| o.source_irq == irq)
-            .map_or((u32::from(irq), 0), |o| (o.gsi, o.flags))
+        self.overrides.iter().find(|o| o.source_irq == irq).map_or((u32::from(irq), 0), |o| (o.gsi, o.flags))
     }
 
     /// The address of the first valid table with signature `sig`.
@@ -262,31 +249,22 @@ impl fmt::Display for AcpiError {
             }
             AcpiError::BadRsdp(reason) => write!(f, "invalid ACPI RSDP: {reason}"),
             AcpiError::BadRootTable { addr, reason } => {
-                write!(
-                    f,
-                    "invalid ACPI root table (RSDT/XSDT) at {addr:#x}: {reason}"
-                )
+                write!(f, "invalid ACPI root table (RSDT/XSDT) at {addr:#x}: {reason}")
             }
         }
     }
 }
 
 fn le16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
-    ))
+    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn le32(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
-    ))
+    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn le64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
-    ))
+    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
@@ -329,9 +307,7 @@ fn scan_rsdp(mem: &dyn PhysMem, start: u64, end: u64) -> Option<u64> {
 fn read_rsdp(mem: &dyn PhysMem, addr: u64) -> Result<Vec<u8>, AcpiError> {
     let unreadable = AcpiError::Unreadable { what: "RSDP", addr };
     let mut head = [0u8; RSDP_V2_LEN];
-    let v1 = head
-        .get_mut(..RSDP_V1_LEN)
-        .ok_or(AcpiError::BadRsdp("internal"))?;
+    let v1 = head.get_mut(..RSDP_V1_LEN).ok_or(AcpiError::BadRsdp("internal"))?;
     if !mem.read(addr, v1) {
         return Err(unreadable);
     }
@@ -340,8 +316,7 @@ fn read_rsdp(mem: &dyn PhysMem, addr: u64) -> Result<Vec<u8>, AcpiError> {
     if revision < 2 {
         return Ok(v1);
     }
-    let len = read_u32(mem, addr.checked_add(20).ok_or(unreadable.clone())?)
-        .ok_or(unreadable.clone())? as usize;
+    let len = read_u32(mem, addr.checked_add(20).ok_or(unreadable.clone())?).ok_or(unreadable.clone())? as usize;
     if !(RSDP_V2_LEN..=RSDP_MAX_LEN).contains(&len) {
         return Err(AcpiError::BadRsdp("extended length out of range"));
     }
@@ -364,9 +339,7 @@ struct Rsdp {
 /// Validates RSDP bytes. Revision 2+ RSDPs given with fewer than 36 bytes
 /// (e.g. a Multiboot 2 "ACPI old" copy) are used as revision 1.
 fn validate_rsdp(b: &[u8]) -> Result<Rsdp, AcpiError> {
-    let v1 = b
-        .get(..RSDP_V1_LEN)
-        .ok_or(AcpiError::BadRsdp("shorter than 20 bytes"))?;
+    let v1 = b.get(..RSDP_V1_LEN).ok_or(AcpiError::BadRsdp("shorter than 20 bytes"))?;
     if v1.get(..8) != Some(&RSDP_SIGNATURE[..]) {
         return Err(AcpiError::BadRsdp("signature is not \"RSD PTR \""));
     }
@@ -375,9 +348,7 @@ fn validate_rsdp(b: &[u8]) -> Result<Rsdp, AcpiError> {
     }
     let revision = v1.get(15).copied().unwrap_or(0);
     let oem = v1.get(9..15).unwrap_or_default();
-    let oem_id = String::from_utf8_lossy(oem)
-        .trim_end_matches([' ', '\0'])
-        .into();
+    let oem_id = String::from_utf8_lossy(oem).trim_end_matches([' ', '\0']).into();
     let rsdt = u64::from(le32(v1, 16).unwrap_or(0));
     let mut xsdt = 0;
     if revision >= 2 && b.len() >= RSDP_V2_LEN {
@@ -390,12 +361,7 @@ fn validate_rsdp(b: &[u8]) -> Result<Rsdp, AcpiError> {
         }
         xsdt = le64(b, 24).unwrap_or(0);
     }
-    Ok(Rsdp {
-        revision,
-        oem_id,
-        rsdt,
-        xsdt,
-    })
+    Ok(Rsdp { revision, oem_id, rsdt, xsdt })
 }
 
 // ---- tables ----------------------------------------------------------------
@@ -424,11 +390,7 @@ impl Table {
 /// Validates the table at `addr`: readable header, 36 <= length <= 1 MiB,
 /// whole table readable, bytes sum to zero.
 fn check_table(mem: &dyn PhysMem, addr: u64) -> Result<Table, SkippedTable> {
-    let skip = |signature, reason| SkippedTable {
-        addr,
-        signature,
-        reason,
-    };
+    let skip = |signature, reason| SkippedTable { addr, signature, reason };
     let mut header = [0u8; HEADER_LEN as usize];
     if !mem.read(addr, &mut header) {
         return Err(skip(None, "header is unreadable"));
@@ -442,10 +404,7 @@ fn check_table(mem: &dyn PhysMem, addr: u64) -> Result<Table, SkippedTable> {
         return Err(skip(Some(sig), "length is above 1 MiB"));
     }
     if addr.checked_add(u64::from(len)).is_none() {
-        return Err(skip(
-            Some(sig),
-            "table runs past the end of the address space",
-        ));
+        return Err(skip(Some(sig), "table runs past the end of the address space"));
     }
     // Stream the checksum through a small buffer.
     let mut sum = 0u8;
@@ -516,11 +475,7 @@ pub fn parse_rsdp_at(mem: &dyn PhysMem, rsdp_paddr: u64) -> Result<AcpiInfo, Acp
 /// of any valid root table is an error.
 pub fn parse_rsdp_bytes(mem: &dyn PhysMem, rsdp: &[u8]) -> Result<AcpiInfo, AcpiError> {
     let r = validate_rsdp(rsdp)?;
-    let mut info = AcpiInfo {
-        revision: r.revision,
-        oem_id: r.oem_id,
-        ..AcpiInfo::default()
-    };
+    let mut info = AcpiInfo { revision: r.revision, oem_id: r.oem_id, ..AcpiInfo::default() };
 
     let mut root = None;
     if r.xsdt != 0 {
@@ -537,14 +492,8 @@ pub fn parse_rsdp_bytes(mem: &dyn PhysMem, rsdp: &[u8]) -> Result<AcpiInfo, Acpi
     }
     let Some((root, entries)) = root else {
         return Err(match info.skipped.last() {
-            Some(s) => AcpiError::BadRootTable {
-                addr: s.addr,
-                reason: s.reason,
-            },
-            None => AcpiError::BadRootTable {
-                addr: 0,
-                reason: "the RSDP has no RSDT or XSDT address",
-            },
+            Some(s) => AcpiError::BadRootTable { addr: s.addr, reason: s.reason },
+            None => AcpiError::BadRootTable { addr: 0, reason: "the RSDP has no RSDT or XSDT address" },
         });
     };
 
@@ -642,21 +591,13 @@ fn parse_madt(mem: &dyn PhysMem, t: &Table, info: &mut AcpiInfo) {
         }
         off += u32::from(len);
     }
-    info.lapic_addr = if lapic != 0 {
-        lapic
-    } else {
-        DEFAULT_LAPIC_ADDR
-    };
+    info.lapic_addr = if lapic != 0 { lapic } else { DEFAULT_LAPIC_ADDR };
 }
 
 fn add_cpu(info: &mut AcpiInfo, processor_id: u32, apic_id: u32, flags: u32) {
     // Some firmware lists a processor both as xAPIC and x2APIC.
     if info.cpus.len() < MAX_CPUS && !info.cpus.iter().any(|c| c.apic_id == apic_id) {
-        info.cpus.push(LocalApic {
-            processor_id,
-            apic_id,
-            enabled: flags & 1 != 0,
-        });
+        info.cpus.push(LocalApic { processor_id, apic_id, enabled: flags & 1 != 0 });
     }
 }
 
@@ -695,16 +636,8 @@ fn parse_fadt(mem: &dyn PhysMem, t: &Table, info: &mut AcpiInfo) {
     } else {
         None
     };
-    let x_dsdt = if len >= 148 {
-        le64(f, 140).unwrap_or(0)
-    } else {
-        0
-    };
-    let dsdt = if x_dsdt != 0 {
-        x_dsdt
-    } else {
-        u64::from(u32_at(40))
-    };
+    let x_dsdt = if len >= 148 { le64(f, 140).unwrap_or(0) } else { 0 };
+    let dsdt = if x_dsdt != 0 { x_dsdt } else { u64::from(u32_at(40)) };
 
     info.fadt = Some(Fadt {
         pm1a_cnt,
@@ -741,9 +674,7 @@ fn parse_fadt(mem: &dyn PhysMem, t: &Table, info: &mut AcpiInfo) {
 fn parse_hpet(mem: &dyn PhysMem, t: &Table, info: &mut AcpiInfo) {
     let mut gas = [0u8; 12];
     if t.read(mem, 40, &mut gas) {
-        info.hpet = GenericAddress::from_bytes(&gas)
-            .map(|g| g.address)
-            .filter(|&a| a != 0);
+        info.hpet = GenericAddress::from_bytes(&gas).map(|g| g.address).filter(|&a| a != 0);
     }
 }
 
@@ -810,8 +741,7 @@ fn parse_s5_at(mem: &dyn PhysMem, dsdt: &Table, name_off: u32) -> Option<(u8, u8
 
     // NameOp, or NameOp + root prefix, right before the name.
     let prev = |back: usize| name.checked_sub(back).and_then(|i| w.get(i)).copied();
-    let named = prev(1) == Some(AML_NAME_OP)
-        || (prev(1) == Some(AML_ROOT_CHAR) && prev(2) == Some(AML_NAME_OP));
+    let named = prev(1) == Some(AML_NAME_OP) || (prev(1) == Some(AML_ROOT_CHAR) && prev(2) == Some(AML_NAME_OP));
     if !named {
         return None;
     }
@@ -1034,39 +964,18 @@ mod tests {
         assert_eq!(info.oem_id, "BOCHS");
         assert_eq!(
             info.tables,
-            vec![
-                (*b"FACP", FACP),
-                (*b"DSDT", DSDT),
-                (*b"APIC", APIC),
-                (*b"HPET", HPET),
-                (*b"SSDT", SSDT)
-            ]
+            vec![(*b"FACP", FACP), (*b"DSDT", DSDT), (*b"APIC", APIC), (*b"HPET", HPET), (*b"SSDT", SSDT)]
         );
         assert!(info.skipped.is_empty(), "{:?}", info.skipped);
         assert_eq!(info.lapic_addr, 0xFEE0_0000);
         assert_eq!(
             info.cpus,
             vec![
-                LocalApic {
-                    processor_id: 0,
-                    apic_id: 0,
-                    enabled: true
-                },
-                LocalApic {
-                    processor_id: 1,
-                    apic_id: 1,
-                    enabled: true
-                },
+                LocalApic { processor_id: 0, apic_id: 0, enabled: true },
+                LocalApic { processor_id: 1, apic_id: 1, enabled: true },
             ]
         );
-        assert_eq!(
-            info.ioapics,
-            vec![IoApic {
-                id: 0,
-                addr: 0xFEC0_0000,
-                gsi_base: 0
-            }]
-        );
+        assert_eq!(info.ioapics, vec![IoApic { id: 0, addr: 0xFEC0_0000, gsi_base: 0 }]);
         assert_eq!(info.overrides.len(), 2);
         assert_eq!(info.gsi_for_isa_irq(0), (2, 0));
         assert_eq!(info.gsi_for_isa_irq(9), (9, 0x000D));
@@ -1077,13 +986,7 @@ mod tests {
             Fadt {
                 pm1a_cnt: 0x604,
                 pm1b_cnt: 0,
-                reset: Some(GenericAddress {
-                    space: 1,
-                    width: 8,
-                    offset: 0,
-                    access: 0,
-                    address: 0xCF9
-                }),
+                reset: Some(GenericAddress { space: 1, width: 8, offset: 0, access: 0, address: 0xCF9 }),
                 reset_value: 0x0F,
                 century: 0x32,
                 dsdt: DSDT,
@@ -1124,36 +1027,21 @@ mod tests {
         assert!(info.skipped.is_empty());
         assert_eq!(info.s5, Some((5, 5)));
         // Too short / wrong signature / bad checksums.
-        assert_eq!(
-            parse_rsdp_bytes(&m, &v2[..19]).unwrap_err(),
-            AcpiError::BadRsdp("shorter than 20 bytes")
-        );
+        assert_eq!(parse_rsdp_bytes(&m, &v2[..19]).unwrap_err(), AcpiError::BadRsdp("shorter than 20 bytes"));
         let mut bad = v2.clone();
         bad[0] = b'X';
-        assert!(matches!(
-            parse_rsdp_bytes(&m, &bad),
-            Err(AcpiError::BadRsdp(_))
-        ));
+        assert!(matches!(parse_rsdp_bytes(&m, &bad), Err(AcpiError::BadRsdp(_))));
         let mut bad = v2.clone();
         bad[16] ^= 1;
-        assert_eq!(
-            parse_rsdp_bytes(&m, &bad).unwrap_err(),
-            AcpiError::BadRsdp("checksum mismatch")
-        );
+        assert_eq!(parse_rsdp_bytes(&m, &bad).unwrap_err(), AcpiError::BadRsdp("checksum mismatch"));
         let mut bad = v2.clone();
         bad[24] ^= 1;
-        assert_eq!(
-            parse_rsdp_bytes(&m, &bad).unwrap_err(),
-            AcpiError::BadRsdp("extended checksum mismatch")
-        );
+        assert_eq!(parse_rsdp_bytes(&m, &bad).unwrap_err(), AcpiError::BadRsdp("extended checksum mismatch"));
         // Extended length pointing past the copy.
         let mut bad = v2.clone();
         bad[20] = 200;
         fix_checksum(&mut bad, 32);
-        assert!(matches!(
-            parse_rsdp_bytes(&m, &bad),
-            Err(AcpiError::BadRsdp(_))
-        ));
+        assert!(matches!(parse_rsdp_bytes(&m, &bad), Err(AcpiError::BadRsdp(_))));
     }
 
     #[test]
@@ -1205,24 +1093,14 @@ mod tests {
         assert_eq!(info.cpus.len(), 2);
         assert_eq!(
             info.skipped,
-            vec![SkippedTable {
-                addr: XSDT,
-                signature: Some(*b"XSDT"),
-                reason: "checksum mismatch"
-            }]
+            vec![SkippedTable { addr: XSDT, signature: Some(*b"XSDT"), reason: "checksum mismatch" }]
         );
         // Both bad: an error naming the RSDT.
         let mut r = root(b"RSDT", &[FACP], false);
         r[4] = 8; // length below 36
         m.write(RSDT, &r);
         let err = parse_machine_err(&m);
-        assert_eq!(
-            err,
-            AcpiError::BadRootTable {
-                addr: RSDT,
-                reason: "length is below 36 bytes"
-            }
-        );
+        assert_eq!(err, AcpiError::BadRootTable { addr: RSDT, reason: "length is below 36 bytes" });
         assert!(err.to_string().contains("0x7fe1000"));
         // RSDP with no root table address at all.
         let m = machine();
@@ -1257,17 +1135,7 @@ mod tests {
         let mut t = table(b"SRAT", 1, &[]);
         t[4..8].copy_from_slice(&0x1000u32.to_le_bytes());
         m.write(past_end, &t);
-        let list = [
-            bad_sum,
-            FACP,
-            too_long,
-            0,
-            APIC,
-            short,
-            0x1234_5678,
-            past_end,
-            u64::MAX - 8,
-        ];
+        let list = [bad_sum, FACP, too_long, 0, APIC, short, 0x1234_5678, past_end, u64::MAX - 8];
         m.write(XSDT, &root(b"XSDT", &list, true));
         let info = parse_machine(&m);
         assert_eq!(info.cpus.len(), 2);
@@ -1284,10 +1152,7 @@ mod tests {
                 (u64::MAX - 8, "header is unreadable"),
             ]
         );
-        assert_eq!(
-            info.skipped[0].to_string(),
-            "ACPI table MCFG at 0x7fe2000: checksum mismatch"
-        );
+        assert_eq!(info.skipped[0].to_string(), "ACPI table MCFG at 0x7fe2000: checksum mismatch");
     }
 
     #[test]
@@ -1297,15 +1162,7 @@ mod tests {
         let list = [XSDT, RSDT, FACP, APIC, FACP, APIC, XSDT];
         m.write(XSDT, &root(b"XSDT", &list, true));
         let info = parse_machine(&m);
-        assert_eq!(
-            info.tables,
-            vec![
-                (*b"RSDT", RSDT),
-                (*b"FACP", FACP),
-                (*b"DSDT", DSDT),
-                (*b"APIC", APIC)
-            ]
-        );
+        assert_eq!(info.tables, vec![(*b"RSDT", RSDT), (*b"FACP", FACP), (*b"DSDT", DSDT), (*b"APIC", APIC)]);
         assert_eq!(info.cpus.len(), 2);
         assert_eq!(info.overrides.len(), 2);
 
@@ -1339,11 +1196,7 @@ mod tests {
         e.extend_from_slice(&[0, 0, 5, 5, 1, 0, 0, 0]);
         e.extend_from_slice(&[0, 8, 6, 6, 1, 0, 0, 0]);
         let info = madt_info(&e);
-        assert_eq!(
-            info.cpus.len(),
-            2,
-            "walk must stop at the zero-length entry"
-        );
+        assert_eq!(info.cpus.len(), 2, "walk must stop at the zero-length entry");
         // Length 1 also stops it.
         e[stop + 1] = 1;
         assert_eq!(madt_info(&e).cpus.len(), 2);
@@ -1402,21 +1255,9 @@ mod tests {
         assert_eq!(
             info.cpus,
             vec![
-                LocalApic {
-                    processor_id: 0,
-                    apic_id: 0,
-                    enabled: true
-                },
-                LocalApic {
-                    processor_id: 1,
-                    apic_id: 1,
-                    enabled: false
-                },
-                LocalApic {
-                    processor_id: 2,
-                    apic_id: 300,
-                    enabled: true
-                },
+                LocalApic { processor_id: 0, apic_id: 0, enabled: true },
+                LocalApic { processor_id: 1, apic_id: 1, enabled: false },
+                LocalApic { processor_id: 2, apic_id: 300, enabled: true },
             ]
         );
     }
@@ -1458,10 +1299,7 @@ mod tests {
         // X_DSDT wins over DSDT; a bad DSDT is skipped, not fatal.
         let other = 0x7FE2000;
         m.write(FACP, &fadt(244, 0x1234, other));
-        m.write(
-            other,
-            &dsdt(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x01, 0x00]),
-        );
+        m.write(other, &dsdt(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x02, 0x01, 0x00]));
         let info = parse_machine(&m);
         assert_eq!(info.fadt.unwrap().dsdt, other);
         assert_eq!(info.s5, Some((1, 0)));
@@ -1476,10 +1314,7 @@ mod tests {
         m.write(FACP, &fadt(244, 0, APIC));
         let info = parse_machine(&m);
         assert_eq!(info.s5, None);
-        assert_eq!(
-            info.skipped[0].reason,
-            "FADT DSDT pointer does not point to a DSDT"
-        );
+        assert_eq!(info.skipped[0].reason, "FADT DSDT pointer does not point to a DSDT");
         // Reset register present but not flagged as supported.
         let mut f = fadt(244, DSDT as u32, 0);
         f[112..116].copy_from_slice(&0u32.to_le_bytes());
@@ -1516,49 +1351,19 @@ mod tests {
             a
         };
         // QEMU: Name(_S5, Package(4){Zero, Zero, Zero, Zero})
-        assert_eq!(
-            s5_of(&name(&[0x08], &[0x12, 0x06, 0x04, 0, 0, 0, 0])),
-            Some((0, 0))
-        );
+        assert_eq!(s5_of(&name(&[0x08], &[0x12, 0x06, 0x04, 0, 0, 0, 0])), Some((0, 0)));
         // Root prefix, BytePrefix values.
-        assert_eq!(
-            s5_of(&name(
-                &[0x08, b'\\'],
-                &[0x12, 0x0A, 0x04, 0x0A, 0x07, 0x0A, 0x07, 0, 0]
-            )),
-            Some((7, 7))
-        );
+        assert_eq!(s5_of(&name(&[0x08, b'\\'], &[0x12, 0x0A, 0x04, 0x0A, 0x07, 0x0A, 0x07, 0, 0])), Some((7, 7)));
         // OneOp.
-        assert_eq!(
-            s5_of(&name(&[0x08], &[0x12, 0x05, 0x02, 0x01, 0x0A, 0x03])),
-            Some((1, 3))
-        );
+        assert_eq!(s5_of(&name(&[0x08], &[0x12, 0x05, 0x02, 0x01, 0x0A, 0x03])), Some((1, 3)));
         // Two-byte PkgLength (bits 7-6 = 01).
-        assert_eq!(
-            s5_of(&name(
-                &[0x08],
-                &[0x12, 0x40 | 0x0A, 0x00, 0x02, 0x0A, 0x06, 0x0A, 0x02]
-            )),
-            Some((6, 2))
-        );
+        assert_eq!(s5_of(&name(&[0x08], &[0x12, 0x40 | 0x0A, 0x00, 0x02, 0x0A, 0x06, 0x0A, 0x02])), Some((6, 2)));
         // Four-byte PkgLength (bits 7-6 = 11).
-        assert_eq!(
-            s5_of(&name(
-                &[0x08],
-                &[0x12, 0xC0, 0, 0, 0, 0x02, 0x00, 0x0A, 0x05]
-            )),
-            Some((0, 5))
-        );
+        assert_eq!(s5_of(&name(&[0x08], &[0x12, 0xC0, 0, 0, 0, 0x02, 0x00, 0x0A, 0x05])), Some((0, 5)));
         // Only the first occurrence that parses counts.
         let mut two = name(&[0x70], &[0x60]); // Store(_S5_, Local0)
-        two.extend(name(
-            &[0x08],
-            &[0x12, 0x06, 0x04, 0x0A, 0x03, 0x0A, 0x04, 0, 0],
-        ));
-        two.extend(name(
-            &[0x08],
-            &[0x12, 0x06, 0x04, 0x0A, 0x01, 0x0A, 0x01, 0, 0],
-        ));
+        two.extend(name(&[0x08], &[0x12, 0x06, 0x04, 0x0A, 0x03, 0x0A, 0x04, 0, 0]));
+        two.extend(name(&[0x08], &[0x12, 0x06, 0x04, 0x0A, 0x01, 0x0A, 0x01, 0, 0]));
         assert_eq!(s5_of(&two), Some((3, 4)));
     }
 
@@ -1614,39 +1419,23 @@ mod tests {
     #[test]
     fn error_display_is_one_line() {
         let errs = [
-            AcpiError::Unreadable {
-                what: "RSDP",
-                addr: 0xF5A40,
-            },
+            AcpiError::Unreadable { what: "RSDP", addr: 0xF5A40 },
             AcpiError::BadRsdp("checksum mismatch"),
-            AcpiError::BadRootTable {
-                addr: 0x7FE1000,
-                reason: "checksum mismatch",
-            },
+            AcpiError::BadRootTable { addr: 0x7FE1000, reason: "checksum mismatch" },
         ];
         for e in errs {
             let s = e.to_string();
             assert!(!s.is_empty() && !s.contains('\n'));
         }
         assert_eq!(
-            AcpiError::Unreadable {
-                what: "RSDP",
-                addr: 0xF5A40
-            }
-            .to_string(),
+            AcpiError::Unreadable { what: "RSDP", addr: 0xF5A40 }.to_string(),
             "cannot read ACPI RSDP at 0xf5a40"
         );
         assert_eq!(
-            parse_rsdp_at(&SparseMem::new(), 0x1000)
-                .unwrap_err()
-                .to_string(),
+            parse_rsdp_at(&SparseMem::new(), 0x1000).unwrap_err().to_string(),
             "cannot read ACPI RSDP at 0x1000"
         );
-        let s = SkippedTable {
-            addr: 0x10,
-            signature: Some([0, b'A', 0xFF, b'B']),
-            reason: "checksum mismatch",
-        };
+        let s = SkippedTable { addr: 0x10, signature: Some([0, b'A', 0xFF, b'B']), reason: "checksum mismatch" };
         assert_eq!(s.to_string(), "ACPI table ?A?B at 0x10: checksum mismatch");
     }
 
@@ -1665,15 +1454,7 @@ mod tests {
     fn mutated_tables_never_panic() {
         let base = machine();
         let mut rng = Rng(0xDEAD_BEEF_1234_5678);
-        let areas = [
-            (RSDP_ADDR, 36u64),
-            (RSDT, 52),
-            (XSDT, 68),
-            (FACP, 244),
-            (DSDT, 64),
-            (APIC, 110),
-            (HPET, 56),
-        ];
+        let areas = [(RSDP_ADDR, 36u64), (RSDT, 52), (XSDT, 68), (FACP, 244), (DSDT, 64), (APIC, 110), (HPET, 56)];
         for _ in 0..2000 {
             let mut m = base.clone();
             for _ in 0..1 + rng.next() % 3 {

@@ -84,10 +84,7 @@ impl PhysMem for SliceMem<'_> {
         let Ok(off) = usize::try_from(off) else {
             return false;
         };
-        match off
-            .checked_add(buf.len())
-            .and_then(|end| self.bytes.get(off..end))
-        {
+        match off.checked_add(buf.len()).and_then(|end| self.bytes.get(off..end)) {
             Some(src) => {
                 buf.copy_from_slice(src);
                 true
@@ -133,11 +130,7 @@ pub fn read_bytes<M: PhysMem + ?Sized>(mem: &M, paddr: u64, len: usize) -> Optio
 /// Reads the bytes of a NUL-terminated string at `paddr`, at most `max_len`
 /// of them. Returns the bytes (without the NUL) and whether a NUL was
 /// found; `None` if memory before the end of the string is unreadable.
-fn read_cstr_raw<M: PhysMem + ?Sized>(
-    mem: &M,
-    paddr: u64,
-    max_len: usize,
-) -> Option<(Vec<u8>, bool)> {
+fn read_cstr_raw<M: PhysMem + ?Sized>(mem: &M, paddr: u64, max_len: usize) -> Option<(Vec<u8>, bool)> {
     const CHUNK: usize = 64;
     let mut out = Vec::new();
     let mut addr = paddr;
@@ -237,10 +230,7 @@ impl BootInfo {
 
     fn reserve(&mut self, start: u64, len: u64) {
         if len > 0 {
-            self.reserved.push(Range {
-                start,
-                end: start.saturating_add(len),
-            });
+            self.reserved.push(Range { start, end: start.saturating_add(len) });
         }
     }
 
@@ -248,11 +238,7 @@ impl BootInfo {
     fn synthesize_memory(&mut self, lower_kib: u32, upper_kib: u32) {
         for (start, kib) in [(0, lower_kib), (0x10_0000, upper_kib)] {
             if kib != 0 {
-                self.memory.push(MemRegion {
-                    start,
-                    len: u64::from(kib) * 1024,
-                    kind: RegionKind::Usable,
-                });
+                self.memory.push(MemRegion { start, len: u64::from(kib) * 1024, kind: RegionKind::Usable });
             }
         }
     }
@@ -305,20 +291,14 @@ impl fmt::Display for BootInfoError {
             BootInfoError::Unreadable { what, addr } => {
                 write!(f, "cannot read {what} at {addr:#x}")
             }
-            BootInfoError::Malformed {
-                what,
-                addr,
-                reason,
-                value,
-            } => write!(f, "{what} at {addr:#x}: {reason} (value {value:#x})"),
+            BootInfoError::Malformed { what, addr, reason, value } => {
+                write!(f, "{what} at {addr:#x}: {reason} (value {value:#x})")
+            }
             BootInfoError::TooMany { what, addr, max } => {
                 write!(f, "{what} at {addr:#x} has more than {max} entries")
             }
             BootInfoError::NoMemoryInfo => {
-                write!(
-                    f,
-                    "boot information has neither a memory map nor memory sizes"
-                )
+                write!(f, "boot information has neither a memory map nor memory sizes")
             }
         }
     }
@@ -349,29 +329,19 @@ pub fn parse(mem: &dyn PhysMem, magic: u32, info_paddr: u64) -> Result<BootInfo>
 
 /// Reads a `u32` at `base + off`, naming `what` on failure.
 fn field_u32(mem: &dyn PhysMem, base: u64, off: u64, what: &'static str) -> Result<u32> {
-    let addr = base
-        .checked_add(off)
-        .ok_or(BootInfoError::Unreadable { what, addr: base })?;
+    let addr = base.checked_add(off).ok_or(BootInfoError::Unreadable { what, addr: base })?;
     read_u32(mem, addr).ok_or(BootInfoError::Unreadable { what, addr })
 }
 
 fn field_u64(mem: &dyn PhysMem, base: u64, off: u64, what: &'static str) -> Result<u64> {
-    let addr = base
-        .checked_add(off)
-        .ok_or(BootInfoError::Unreadable { what, addr: base })?;
+    let addr = base.checked_add(off).ok_or(BootInfoError::Unreadable { what, addr: base })?;
     read_u64(mem, addr).ok_or(BootInfoError::Unreadable { what, addr })
 }
 
 /// Reads a string the structure points to, reserving the bytes it occupies.
-fn pointed_string(
-    mem: &dyn PhysMem,
-    bi: &mut BootInfo,
-    paddr: u32,
-    what: &'static str,
-) -> Result<String> {
+fn pointed_string(mem: &dyn PhysMem, bi: &mut BootInfo, paddr: u32, what: &'static str) -> Result<String> {
     let addr = u64::from(paddr);
-    let (bytes, terminated) =
-        read_cstr_raw(mem, addr, MAX_STRING).ok_or(BootInfoError::Unreadable { what, addr })?;
+    let (bytes, terminated) = read_cstr_raw(mem, addr, MAX_STRING).ok_or(BootInfoError::Unreadable { what, addr })?;
     bi.reserve(addr, bytes.len() as u64 + u64::from(terminated));
     Ok(lossy(&bytes))
 }
@@ -387,12 +357,7 @@ fn parse_mb1(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
     }
     if flags & MB1_FLAG_LOADER_NAME != 0 {
         let p = field_u32(mem, info, 64, "multiboot1 boot_loader_name pointer")?;
-        bi.bootloader_name = Some(pointed_string(
-            mem,
-            &mut bi,
-            p,
-            "multiboot1 boot loader name",
-        )?);
+        bi.bootloader_name = Some(pointed_string(mem, &mut bi, p, "multiboot1 boot loader name")?);
     }
     if flags & MB1_FLAG_MODS != 0 {
         parse_mb1_modules(mem, info, &mut bi)?;
@@ -415,11 +380,7 @@ fn parse_mb1_modules(mem: &dyn PhysMem, info: u64, bi: &mut BootInfo) -> Result<
     let count = field_u32(mem, info, 20, "multiboot1 mods_count")?;
     let list = u64::from(field_u32(mem, info, 24, "multiboot1 mods_addr")?);
     if count as usize > MAX_MODULES {
-        return Err(BootInfoError::TooMany {
-            what: "multiboot1 module list",
-            addr: list,
-            max: MAX_MODULES,
-        });
+        return Err(BootInfoError::TooMany { what: "multiboot1 module list", addr: list, max: MAX_MODULES });
     }
     bi.reserve(list, u64::from(count) * MB1_MODULE_SIZE);
     for i in 0..u64::from(count) {
@@ -437,11 +398,7 @@ fn parse_mb1_modules(mem: &dyn PhysMem, info: u64, bi: &mut BootInfo) -> Result<
             });
         }
         let cmdline = pointed_string(mem, bi, string, "multiboot1 module string")?;
-        bi.modules.push(Module {
-            start: u64::from(start),
-            end: u64::from(end),
-            cmdline,
-        });
+        bi.modules.push(Module { start: u64::from(start), end: u64::from(end), cmdline });
     }
     Ok(())
 }
@@ -458,11 +415,7 @@ fn parse_mb1_mmap(mem: &dyn PhysMem, info: u64, bi: &mut BootInfo) -> Result<()>
     while off < len {
         let entry = base + off; // both < 2^32
         if entries == MAX_MEMORY_ENTRIES {
-            return Err(BootInfoError::TooMany {
-                what: "multiboot1 memory map",
-                addr: base,
-                max: MAX_MEMORY_ENTRIES,
-            });
+            return Err(BootInfoError::TooMany { what: "multiboot1 memory map", addr: base, max: MAX_MEMORY_ENTRIES });
         }
         if len - off < 4 {
             return Err(BootInfoError::Malformed {
@@ -494,11 +447,7 @@ fn parse_mb1_mmap(mem: &dyn PhysMem, info: u64, bi: &mut BootInfo) -> Result<()>
         let length = field_u64(mem, entry, 12, WHAT)?;
         let ty = field_u32(mem, entry, 20, WHAT)?;
         if length != 0 {
-            bi.memory.push(MemRegion {
-                start,
-                len: length,
-                kind: region_kind(ty),
-            });
+            bi.memory.push(MemRegion { start, len: length, kind: region_kind(ty) });
         }
         entries += 1;
         off = next;
@@ -519,11 +468,7 @@ fn le64(bytes: &[u8], off: usize) -> Option<u64> {
 /// A string stored inline in a tag: up to the NUL, the tag end or
 /// [`MAX_STRING`] bytes.
 fn inline_string(bytes: &[u8]) -> String {
-    let end = bytes
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(bytes.len())
-        .min(MAX_STRING);
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()).min(MAX_STRING);
     lossy(bytes.get(..end).unwrap_or_default())
 }
 
@@ -539,10 +484,8 @@ fn parse_mb2(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
     }
     // Copy the whole structure once: a consistent snapshot, and all further
     // bounds checks are slice bounds.
-    let blob = read_bytes(mem, info, total as usize).ok_or(BootInfoError::Unreadable {
-        what: "multiboot2 info",
-        addr: info,
-    })?;
+    let blob = read_bytes(mem, info, total as usize)
+        .ok_or(BootInfoError::Unreadable { what: "multiboot2 info", addr: info })?;
     let mut bi = BootInfo::new(Loader::Multiboot2);
     bi.reserve(info, u64::from(total));
 
@@ -552,29 +495,17 @@ fn parse_mb2(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
     let mut off = 8usize;
     loop {
         let tag_addr = info.saturating_add(off as u64);
-        let malformed = |what, reason, value: usize| BootInfoError::Malformed {
-            what,
-            addr: tag_addr,
-            reason,
-            value: value as u64,
-        };
+        let malformed =
+            |what, reason, value: usize| BootInfoError::Malformed { what, addr: tag_addr, reason, value: value as u64 };
         let (Some(ty), Some(size)) = (le32(&blob, off), le32(&blob, off.saturating_add(4))) else {
-            return Err(malformed(
-                "multiboot2 tags",
-                "no end tag before total_size",
-                total as usize,
-            ));
+            return Err(malformed("multiboot2 tags", "no end tag before total_size", total as usize));
         };
         let size = size as usize;
         if size < 8 {
             return Err(malformed("multiboot2 tag", "size is below 8", size));
         }
         let Some(body) = off.checked_add(size).and_then(|end| blob.get(off + 8..end)) else {
-            return Err(malformed(
-                "multiboot2 tag",
-                "tag runs past total_size",
-                size,
-            ));
+            return Err(malformed("multiboot2 tag", "tag runs past total_size", size));
         };
         match ty {
             MB2_TAG_END => break,
@@ -582,18 +513,10 @@ fn parse_mb2(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
             MB2_TAG_LOADER_NAME => bi.bootloader_name = Some(inline_string(body)),
             MB2_TAG_MODULE => {
                 let (Some(start), Some(end)) = (le32(body, 0), le32(body, 4)) else {
-                    return Err(malformed(
-                        "multiboot2 module tag",
-                        "shorter than 16 bytes",
-                        size,
-                    ));
+                    return Err(malformed("multiboot2 module tag", "shorter than 16 bytes", size));
                 };
                 if end < start {
-                    return Err(malformed(
-                        "multiboot2 module tag",
-                        "mod_end is below mod_start",
-                        end as usize,
-                    ));
+                    return Err(malformed("multiboot2 module tag", "mod_end is below mod_start", end as usize));
                 }
                 if bi.modules.len() == MAX_MODULES {
                     return Err(BootInfoError::TooMany {
@@ -610,11 +533,7 @@ fn parse_mb2(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
             }
             MB2_TAG_BASIC_MEMINFO => {
                 let (Some(lower), Some(upper)) = (le32(body, 0), le32(body, 4)) else {
-                    return Err(malformed(
-                        "multiboot2 basic meminfo tag",
-                        "shorter than 16 bytes",
-                        size,
-                    ));
+                    return Err(malformed("multiboot2 basic meminfo tag", "shorter than 16 bytes", size));
                 };
                 basic = Some((lower, upper));
             }
@@ -628,18 +547,9 @@ fn parse_mb2(mem: &dyn PhysMem, info: u64) -> Result<BootInfo> {
             _ => {}
         }
         // Tags start on 8-byte boundaries; size >= 8 guarantees progress.
-        off = match off
-            .checked_add(size)
-            .and_then(|e| e.checked_next_multiple_of(8))
-        {
+        off = match off.checked_add(size).and_then(|e| e.checked_next_multiple_of(8)) {
             Some(next) => next,
-            None => {
-                return Err(malformed(
-                    "multiboot2 tag",
-                    "tag runs past total_size",
-                    size,
-                ))
-            }
+            None => return Err(malformed("multiboot2 tag", "tag runs past total_size", size)),
         };
     }
 
@@ -676,23 +586,14 @@ fn parse_mb2_mmap(body: &[u8], tag_addr: u64, bi: &mut BootInfo) -> Result<()> {
     let entries = body.get(8..).unwrap_or_default();
     let count = entries.len() / entry_size as usize;
     if bi.memory.len().saturating_add(count) > MAX_MEMORY_ENTRIES {
-        return Err(BootInfoError::TooMany {
-            what: "multiboot2 memory map",
-            addr: tag_addr,
-            max: MAX_MEMORY_ENTRIES,
-        });
+        return Err(BootInfoError::TooMany { what: "multiboot2 memory map", addr: tag_addr, max: MAX_MEMORY_ENTRIES });
     }
     for entry in entries.chunks_exact(entry_size as usize) {
-        let (Some(start), Some(len), Some(ty)) = (le64(entry, 0), le64(entry, 8), le32(entry, 16))
-        else {
+        let (Some(start), Some(len), Some(ty)) = (le64(entry, 0), le64(entry, 8), le32(entry, 16)) else {
             continue; // unreachable: entry_size >= 20
         };
         if len != 0 {
-            bi.memory.push(MemRegion {
-                start,
-                len,
-                kind: region_kind(ty),
-            });
+            bi.memory.push(MemRegion { start, len, kind: region_kind(ty) });
         }
     }
     Ok(())
@@ -723,10 +624,7 @@ pub(crate) mod testmem {
         pub(crate) fn write(&mut self, addr: u64, bytes: &[u8]) {
             for (i, &b) in bytes.iter().enumerate() {
                 let a = addr + i as u64;
-                let page = self
-                    .pages
-                    .entry(a / PAGE)
-                    .or_insert_with(|| Box::new([0; PAGE as usize]));
+                let page = self.pages.entry(a / PAGE).or_insert_with(|| Box::new([0; PAGE as usize]));
                 page[(a % PAGE) as usize] = b;
             }
         }
@@ -743,9 +641,7 @@ pub(crate) mod testmem {
         pub(crate) fn map(&mut self, addr: u64, len: u64) {
             let mut page = addr / PAGE;
             while page * PAGE < addr + len {
-                self.pages
-                    .entry(page)
-                    .or_insert_with(|| Box::new([0; PAGE as usize]));
+                self.pages.entry(page).or_insert_with(|| Box::new([0; PAGE as usize]));
                 page += 1;
             }
         }
@@ -808,12 +704,7 @@ mod tests {
     /// A Multiboot 1 image laid out the way QEMU's `-kernel` loader does.
     fn qemu_mb1() -> SparseMem {
         let mut m = SparseMem::new();
-        let flags = MB1_FLAG_MEM
-            | 1 << 1
-            | MB1_FLAG_CMDLINE
-            | MB1_FLAG_MODS
-            | MB1_FLAG_MMAP
-            | MB1_FLAG_LOADER_NAME;
+        let flags = MB1_FLAG_MEM | 1 << 1 | MB1_FLAG_CMDLINE | MB1_FLAG_MODS | MB1_FLAG_MMAP | MB1_FLAG_LOADER_NAME;
         m.map(MB1_INFO, 0x800);
         m.write_u32(MB1_INFO, flags);
         m.write_u32(MB1_INFO + 4, 639);
@@ -843,14 +734,7 @@ mod tests {
     }
 
     fn expected_qemu_memory() -> Vec<MemRegion> {
-        QEMU_E820
-            .iter()
-            .map(|&(start, len, ty)| MemRegion {
-                start,
-                len,
-                kind: region_kind(ty),
-            })
-            .collect()
+        QEMU_E820.iter().map(|&(start, len, ty)| MemRegion { start, len, kind: region_kind(ty) }).collect()
     }
 
     fn r(start: u64, end: u64) -> Range {
@@ -866,10 +750,7 @@ mod tests {
     #[test]
     fn readers_are_little_endian_and_bounded() {
         let bytes = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
-        let m = SliceMem {
-            base: 0x1000,
-            bytes: &bytes,
-        };
+        let m = SliceMem { base: 0x1000, bytes: &bytes };
         assert_eq!(read_u8(&m, 0x1000), Some(1));
         assert_eq!(read_u16(&m, 0x1000), Some(0x0201));
         assert_eq!(read_u32(&m, 0x1001), Some(0x0504_0302));
@@ -889,10 +770,7 @@ mod tests {
         let mut bytes = vec![b'x'; 200];
         bytes[..6].copy_from_slice(b"hello\0");
         bytes[10..14].copy_from_slice(b"\xffok\0");
-        let m = SliceMem {
-            base: 0,
-            bytes: &bytes,
-        };
+        let m = SliceMem { base: 0, bytes: &bytes };
         assert_eq!(read_cstr(&m, 0, 100).as_deref(), Some("hello"));
         assert_eq!(read_cstr(&m, 0, 3).as_deref(), Some("hel"));
         assert_eq!(read_cstr(&m, 0, 0).as_deref(), Some(""));
@@ -903,10 +781,7 @@ mod tests {
         assert_eq!(read_cstr(&m, 20, 1000), None);
         // Terminated just before unreadable memory (the chunked read fails).
         let short = b"abc\0";
-        let m = SliceMem {
-            base: 0x5000,
-            bytes: short,
-        };
+        let m = SliceMem { base: 0x5000, bytes: short };
         assert_eq!(read_cstr(&m, 0x5000, 4096).as_deref(), Some("abc"));
         assert_eq!(read_cstr(&m, 0x4fff, 4096), None);
         assert_eq!(read_cstr(&m, u64::MAX, 4096), None);
@@ -925,16 +800,8 @@ mod tests {
         assert_eq!(
             bi.modules,
             vec![
-                Module {
-                    start: 0x200000,
-                    end: 0x234567,
-                    cmdline: "guest.elf mem=64M".into()
-                },
-                Module {
-                    start: 0x235000,
-                    end: 0x235000,
-                    cmdline: String::new()
-                },
+                Module { start: 0x200000, end: 0x234567, cmdline: "guest.elf mem=64M".into() },
+                Module { start: 0x235000, end: 0x235000, cmdline: String::new() },
             ]
         );
         assert_eq!(bi.rsdp, None);
@@ -963,16 +830,8 @@ mod tests {
         assert_eq!(
             bi.memory,
             vec![
-                MemRegion {
-                    start: 0,
-                    len: 639 * 1024,
-                    kind: RegionKind::Usable
-                },
-                MemRegion {
-                    start: 0x100000,
-                    len: 130_944 * 1024,
-                    kind: RegionKind::Usable
-                },
+                MemRegion { start: 0, len: 639 * 1024, kind: RegionKind::Usable },
+                MemRegion { start: 0x100000, len: 130_944 * 1024, kind: RegionKind::Usable },
             ]
         );
         // An empty memory map also falls back.
@@ -990,11 +849,7 @@ mod tests {
         // Entries with size 24 (padding after type) are walked by size.
         let mut m = qemu_mb1();
         let mut map = Vec::new();
-        for (base, len, ty) in [
-            (0x100000u64, 0x1000u64, 1u32),
-            (0x200000, 0, 1),
-            (0x300000, 0x2000, 3),
-        ] {
+        for (base, len, ty) in [(0x100000u64, 0x1000u64, 1u32), (0x200000, 0, 1), (0x300000, 0x2000, 3)] {
             map.extend_from_slice(&24u32.to_le_bytes());
             map.extend_from_slice(&base.to_le_bytes());
             map.extend_from_slice(&len.to_le_bytes());
@@ -1007,16 +862,8 @@ mod tests {
         assert_eq!(
             bi.memory,
             vec![
-                MemRegion {
-                    start: 0x100000,
-                    len: 0x1000,
-                    kind: RegionKind::Usable
-                },
-                MemRegion {
-                    start: 0x300000,
-                    len: 0x2000,
-                    kind: RegionKind::AcpiReclaimable
-                },
+                MemRegion { start: 0x100000, len: 0x1000, kind: RegionKind::Usable },
+                MemRegion { start: 0x300000, len: 0x2000, kind: RegionKind::AcpiReclaimable },
             ]
         );
     }
@@ -1025,40 +872,19 @@ mod tests {
     fn mb1_hostile() {
         // Unreadable info structure.
         let m = SparseMem::new();
-        assert_eq!(
-            mb1_err(&m),
-            BootInfoError::Unreadable {
-                what: "multiboot1 info flags",
-                addr: MB1_INFO
-            }
-        );
+        assert_eq!(mb1_err(&m), BootInfoError::Unreadable { what: "multiboot1 info flags", addr: MB1_INFO });
         // Huge module count.
         let mut m = qemu_mb1();
         m.write_u32(MB1_INFO + 20, u32::MAX);
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::TooMany {
-                max: MAX_MODULES,
-                ..
-            }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::TooMany { max: MAX_MODULES, .. }));
         // Module list pointing at unmapped memory.
         let mut m = qemu_mb1();
         m.write_u32(MB1_INFO + 24, 0x7000_0000);
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::Unreadable {
-                addr: 0x7000_0000,
-                ..
-            }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::Unreadable { addr: 0x7000_0000, .. }));
         // Module ending before it starts.
         let mut m = qemu_mb1();
         m.write_u32(MB1_MODS + 4, 0x100);
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::Malformed { addr: MB1_MODS, .. }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::Malformed { addr: MB1_MODS, .. }));
         // Zero-size mmap entry (would loop forever walking by size + 4 = 4
         // if accepted, and reads garbage).
         let mut m = qemu_mb1();
@@ -1087,10 +913,7 @@ mod tests {
         for i in 0..4 {
             m.write(0xffa0 + i * 24, &mmap_entry(i << 20, 0x1000, 1));
         }
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::Unreadable { addr: 0x10000, .. }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::Unreadable { addr: 0x10000, .. }));
         // Huge mmap_length over readable memory: the entry cap stops it.
         let mut m = qemu_mb1();
         m.write_u32(MB1_INFO + 44, u32::MAX);
@@ -1098,33 +921,19 @@ mod tests {
         for i in 0..600u64 {
             m.write(0x10_0000 + i * 24, &mmap_entry(i << 20, 0x1000, 1));
         }
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::TooMany {
-                max: MAX_MEMORY_ENTRIES,
-                ..
-            }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::TooMany { max: MAX_MEMORY_ENTRIES, .. }));
         // Unterminated command line: truncated at MAX_STRING.
         let mut m = qemu_mb1();
         m.write_u32(MB1_INFO + 16, 0x20_0000);
         m.write(0x20_0000, &[b'A'; 3 * MAX_STRING]);
         let bi = parse(&m, MB1_MAGIC, MB1_INFO).unwrap();
         assert_eq!(bi.cmdline.len(), MAX_STRING);
-        assert!(bi
-            .reserved
-            .contains(&r(0x20_0000, 0x20_0000 + MAX_STRING as u64)));
+        assert!(bi.reserved.contains(&r(0x20_0000, 0x20_0000 + MAX_STRING as u64)));
         // Command line at the very end of memory.
         let mut m = qemu_mb1();
         m.write_u32(MB1_INFO + 16, 0xffff_fffe);
         m.write(0xffff_fffe, b"ab");
-        assert!(matches!(
-            mb1_err(&m),
-            BootInfoError::Unreadable {
-                what: "multiboot1 cmdline",
-                ..
-            }
-        ));
+        assert!(matches!(mb1_err(&m), BootInfoError::Unreadable { what: "multiboot1 cmdline", .. }));
         // Info structure at the top of the address space.
         assert!(parse(&m, MB1_MAGIC, u64::MAX - 2).is_err());
     }
@@ -1224,14 +1033,7 @@ mod tests {
         assert_eq!(bi.bootloader_name.as_deref(), Some("GRUB 2.12"));
         assert_eq!(bi.memory, expected_qemu_memory());
         assert_eq!(bi.modules.len(), 2);
-        assert_eq!(
-            bi.modules[0],
-            Module {
-                start: 0x135000,
-                end: 0x1b8f00,
-                cmdline: "/guest.elf guest=1".into()
-            }
-        );
+        assert_eq!(bi.modules[0], Module { start: 0x135000, end: 0x1b8f00, cmdline: "/guest.elf guest=1".into() });
         assert_eq!(bi.modules[1].cmdline, "");
         assert_eq!(bi.rsdp, Some(rsdp_v1()));
         assert_eq!(bi.reserved, vec![r(MB2_INFO, MB2_INFO + img.len() as u64)]);
@@ -1240,10 +1042,7 @@ mod tests {
     #[test]
     fn mb2_prefers_new_rsdp_and_falls_back_to_basic_meminfo() {
         let new_rsdp = [7u8; 36];
-        let mut tags: Vec<Vec<u8>> = grub_tags()
-            .into_iter()
-            .filter(|t| le32(t, 0) != Some(MB2_TAG_MMAP))
-            .collect();
+        let mut tags: Vec<Vec<u8>> = grub_tags().into_iter().filter(|t| le32(t, 0) != Some(MB2_TAG_MMAP)).collect();
         let end = tags.pop().unwrap();
         tags.push(tag(MB2_TAG_ACPI_NEW, &new_rsdp));
         tags.push(end);
@@ -1252,16 +1051,8 @@ mod tests {
         assert_eq!(
             bi.memory,
             vec![
-                MemRegion {
-                    start: 0,
-                    len: 639 * 1024,
-                    kind: RegionKind::Usable
-                },
-                MemRegion {
-                    start: 0x100000,
-                    len: 130_944 * 1024,
-                    kind: RegionKind::Usable
-                },
+                MemRegion { start: 0, len: 639 * 1024, kind: RegionKind::Usable },
+                MemRegion { start: 0x100000, len: 130_944 * 1024, kind: RegionKind::Usable },
             ]
         );
         // No memory information at all.
@@ -1277,18 +1068,12 @@ mod tests {
             let mut img = good.clone();
             img[0..4].copy_from_slice(&bad_total.to_le_bytes());
             let err = mb2(&img).unwrap_err();
-            assert!(
-                matches!(err, BootInfoError::Malformed { addr: MB2_INFO, .. }),
-                "{bad_total}: {err}"
-            );
+            assert!(matches!(err, BootInfoError::Malformed { addr: MB2_INFO, .. }), "{bad_total}: {err}");
         }
         // total_size larger than the readable memory.
         let mut img = good.clone();
         img[0..4].copy_from_slice(&0x8000u32.to_le_bytes());
-        assert!(matches!(
-            mb2(&img).unwrap_err(),
-            BootInfoError::Unreadable { .. }
-        ));
+        assert!(matches!(mb2(&img).unwrap_err(), BootInfoError::Unreadable { .. }));
         // Info at the top of the address space.
         assert!(parse(&mem_with(&good), MB2_MAGIC, u64::MAX - 3).is_err());
     }
@@ -1303,36 +1088,18 @@ mod tests {
             bad[4..8].copy_from_slice(&size.to_le_bytes());
             let img = mb2_image(&[mmap.clone(), bad, end.clone()]);
             let err = mb2(&img).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    BootInfoError::Malformed {
-                        reason: "size is below 8",
-                        ..
-                    }
-                ),
-                "{err}"
-            );
+            assert!(matches!(err, BootInfoError::Malformed { reason: "size is below 8", .. }), "{err}");
         }
         // A tag running past total_size.
         let mut bad = tag(MB2_TAG_CMDLINE, b"abc\0");
         bad[4..8].copy_from_slice(&0x1000u32.to_le_bytes());
         let img = mb2_image(&[mmap.clone(), bad, end.clone()]);
-        assert!(matches!(
-            mb2(&img).unwrap_err(),
-            BootInfoError::Malformed {
-                reason: "tag runs past total_size",
-                ..
-            }
-        ));
+        assert!(matches!(mb2(&img).unwrap_err(), BootInfoError::Malformed { reason: "tag runs past total_size", .. }));
         // Missing end tag.
         let img = mb2_image(core::slice::from_ref(&mmap));
         assert!(matches!(
             mb2(&img).unwrap_err(),
-            BootInfoError::Malformed {
-                reason: "no end tag before total_size",
-                ..
-            }
+            BootInfoError::Malformed { reason: "no end tag before total_size", .. }
         ));
         // An oversized tag swallowing the next ones: they are not parsed
         // (tags cannot overlap in a walk by size).
@@ -1354,28 +1121,16 @@ mod tests {
         // Short module and meminfo tags.
         for ty in [MB2_TAG_MODULE, MB2_TAG_BASIC_MEMINFO, MB2_TAG_MMAP] {
             let img = mb2_image(&[mmap.clone(), tag(ty, &[1, 2, 3]), end.clone()]);
-            assert!(
-                matches!(mb2(&img).unwrap_err(), BootInfoError::Malformed { .. }),
-                "{ty}"
-            );
+            assert!(matches!(mb2(&img).unwrap_err(), BootInfoError::Malformed { .. }), "{ty}");
         }
         // Module ending before it starts.
         let img = mb2_image(&[mmap.clone(), module_tag(0x2000, 0x1000, b"\0"), end.clone()]);
-        assert!(matches!(
-            mb2(&img).unwrap_err(),
-            BootInfoError::Malformed { .. }
-        ));
+        assert!(matches!(mb2(&img).unwrap_err(), BootInfoError::Malformed { .. }));
         // Too many modules.
         let mut tags = vec![mmap.clone()];
         tags.extend((0..=MAX_MODULES as u32).map(|i| module_tag(i << 12, (i + 1) << 12, b"m\0")));
         tags.push(end.clone());
-        assert!(matches!(
-            mb2(&mb2_image(&tags)).unwrap_err(),
-            BootInfoError::TooMany {
-                max: MAX_MODULES,
-                ..
-            }
-        ));
+        assert!(matches!(mb2(&mb2_image(&tags)).unwrap_err(), BootInfoError::TooMany { max: MAX_MODULES, .. }));
     }
 
     #[test]
@@ -1386,10 +1141,7 @@ mod tests {
             let mut t = mb2_mmap_tag(&QEMU_E820);
             t[8..12].copy_from_slice(&entry_size.to_le_bytes());
             let err = mb2(&mb2_image(&[t, end.clone()])).unwrap_err();
-            assert!(
-                matches!(err, BootInfoError::Malformed { value, .. } if value == u64::from(entry_size)),
-                "{err}"
-            );
+            assert!(matches!(err, BootInfoError::Malformed { value, .. } if value == u64::from(entry_size)), "{err}");
         }
         // Larger entry_size: walked by entry_size.
         let mut body = Vec::new();
@@ -1406,29 +1158,18 @@ mod tests {
         assert_eq!(bi.memory.len(), 2);
         assert_eq!(bi.memory[1].kind, RegionKind::AcpiNvs);
         // Too many entries, in one tag or across several.
-        let many: Vec<(u64, u64, u32)> = (0..MAX_MEMORY_ENTRIES as u64 + 1)
-            .map(|i| (i << 20, 0x1000, 1))
-            .collect();
+        let many: Vec<(u64, u64, u32)> = (0..MAX_MEMORY_ENTRIES as u64 + 1).map(|i| (i << 20, 0x1000, 1)).collect();
         assert!(matches!(
             mb2(&mb2_image(&[mb2_mmap_tag(&many), end.clone()])).unwrap_err(),
             BootInfoError::TooMany { .. }
         ));
         let half = &many[..MAX_MEMORY_ENTRIES / 2 + 1];
         assert!(matches!(
-            mb2(&mb2_image(&[
-                mb2_mmap_tag(half),
-                mb2_mmap_tag(half),
-                end.clone()
-            ]))
-            .unwrap_err(),
+            mb2(&mb2_image(&[mb2_mmap_tag(half), mb2_mmap_tag(half), end.clone()])).unwrap_err(),
             BootInfoError::TooMany { .. }
         ));
         // Exactly at the cap is fine.
-        let bi = mb2(&mb2_image(&[
-            mb2_mmap_tag(&many[..MAX_MEMORY_ENTRIES]),
-            end,
-        ]))
-        .unwrap();
+        let bi = mb2(&mb2_image(&[mb2_mmap_tag(&many[..MAX_MEMORY_ENTRIES]), end])).unwrap();
         assert_eq!(bi.memory.len(), MAX_MEMORY_ENTRIES);
     }
 
@@ -1441,35 +1182,17 @@ mod tests {
         // Every message is one line naming the place.
         let errs = [
             err,
-            BootInfoError::Unreadable {
-                what: "multiboot1 cmdline",
-                addr: 0x9600,
-            },
-            BootInfoError::Malformed {
-                what: "multiboot2 tag",
-                addr: 0x10010,
-                reason: "size is below 8",
-                value: 0,
-            },
-            BootInfoError::TooMany {
-                what: "multiboot1 module list",
-                addr: 0x9800,
-                max: 64,
-            },
+            BootInfoError::Unreadable { what: "multiboot1 cmdline", addr: 0x9600 },
+            BootInfoError::Malformed { what: "multiboot2 tag", addr: 0x10010, reason: "size is below 8", value: 0 },
+            BootInfoError::TooMany { what: "multiboot1 module list", addr: 0x9800, max: 64 },
             BootInfoError::NoMemoryInfo,
         ];
         for e in &errs {
             let s = e.to_string();
             assert!(!s.contains('\n') && !s.is_empty(), "{s}");
         }
-        assert_eq!(
-            errs[1].to_string(),
-            "cannot read multiboot1 cmdline at 0x9600"
-        );
-        assert_eq!(
-            errs[2].to_string(),
-            "multiboot2 tag at 0x10010: size is below 8 (value 0x0)"
-        );
+        assert_eq!(errs[1].to_string(), "cannot read multiboot1 cmdline at 0x9600");
+        assert_eq!(errs[2].to_string(), "multiboot2 tag at 0x10010: size is below 8 (value 0x0)");
     }
 
     /// xorshift64*: deterministic pseudo-random bytes for mutation tests.

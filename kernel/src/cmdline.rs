@@ -52,10 +52,7 @@ impl SerialConsole {
 
 impl Default for SerialConsole {
     fn default() -> Self {
-        Self {
-            port: Self::PORTS[0],
-            baud: Self::MAX_BAUD,
-        }
+        Self { port: Self::PORTS[0], baud: Self::MAX_BAUD }
     }
 }
 
@@ -143,35 +140,25 @@ fn parse_hostname(v: &str) -> Option<String> {
 
 fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warnings) {
     let result = match key {
-        "console" => with_value(value, CONSOLE_EXPECTED, |v| parse_console(v, warnings))
-            .map(|console| opts.console = console),
-        "loglevel" => {
-            with_value(value, LOGLEVEL_EXPECTED, parse_loglevel).map(|level| opts.loglevel = level)
+        "console" => {
+            with_value(value, CONSOLE_EXPECTED, |v| parse_console(v, warnings)).map(|console| opts.console = console)
         }
+        "loglevel" => with_value(value, LOGLEVEL_EXPECTED, parse_loglevel).map(|level| opts.loglevel = level),
         "panic" => with_value(value, PANIC_EXPECTED, parse_panic).map(|p| opts.panic = p),
-        "selftest" => value
-            .map_or(Some(true), parse_bool)
-            .ok_or(BOOL_EXPECTED)
-            .map(|on| opts.selftest = on),
+        "selftest" => value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.selftest = on),
         "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
         "" => {
             warnings.push("cmdline: option without a name ignored".into());
             return;
         }
         _ => {
-            warnings.push(format!(
-                "cmdline: unknown option '{}' ignored",
-                sanitize(key, SHOWN_CHARS)
-            ));
+            warnings.push(format!("cmdline: unknown option '{}' ignored", sanitize(key, SHOWN_CHARS)));
             return;
         }
     };
     if let Err(expected) = result {
         warnings.push(match value {
-            Some(v) => format!(
-                "cmdline: bad value '{}' for {key} (expected {expected})",
-                sanitize(v, SHOWN_CHARS)
-            ),
+            Some(v) => format!("cmdline: bad value '{}' for {key} (expected {expected})", sanitize(v, SHOWN_CHARS)),
             None => format!("cmdline: option '{key}' needs a value (expected {expected})"),
         });
     }
@@ -198,11 +185,7 @@ fn parse_console(value: &str, warnings: &mut Warnings) -> Option<SerialConsole> 
     let index = ["ttyS0", "ttyS1", "ttyS2", "ttyS3"]
         .iter()
         .position(|name| name.eq_ignore_ascii_case(device))
-        .or_else(|| {
-            ["com1", "com2", "com3", "com4"]
-                .iter()
-                .position(|name| name.eq_ignore_ascii_case(device))
-        })?;
+        .or_else(|| ["com1", "com2", "com3", "com4"].iter().position(|name| name.eq_ignore_ascii_case(device)))?;
     let port = *SerialConsole::PORTS.get(index)?;
     let baud = baud.map_or(SerialConsole::MAX_BAUD, |text| {
         parse_baud(text).unwrap_or_else(|| {
@@ -239,9 +222,7 @@ fn parse_loglevel(value: &str) -> Option<LevelFilter> {
     ];
     let entry = match value.as_bytes() {
         [digit @ b'0'..=b'5'] => LEVELS.get(usize::from(digit - b'0')),
-        _ => LEVELS
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(value)),
+        _ => LEVELS.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)),
     };
     entry.map(|&(_, level)| level)
 }
@@ -278,8 +259,7 @@ impl Warnings {
         if self.list.len() < MAX_WARNINGS {
             self.list.push(Warning(message));
         } else if self.list.len() == MAX_WARNINGS {
-            self.list
-                .push(Warning("cmdline: further warnings suppressed".into()));
+            self.list.push(Warning("cmdline: further warnings suppressed".into()));
         }
     }
 }
@@ -316,6 +296,32 @@ fn split_words(line: &str) -> (Vec<(String, Option<String>)>, bool) {
         while chars.next_if(|&c| is_separator(c)).is_some() {}
         if chars.peek().is_none() {
             return (words, unterminated);
+        }
+        if chars.next_if_eq(&'"').is_some() {
+            // GRUB's multiboot2 loader quotes a whole word that contains a
+            // space ("extra=a b c") and backslash-escapes quotes and
+            // backslashes inside it.
+            let mut text = String::new();
+            let mut closed = false;
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    '\\' => text.push(chars.next().unwrap_or('\\')),
+                    c => text.push(c),
+                }
+            }
+            while let Some(c) = chars.next_if(|&c| !is_separator(c)) {
+                text.push(c);
+            }
+            unterminated = !closed;
+            words.push(match text.split_once('=') {
+                Some((k, v)) => (k.into(), Some(v.into())),
+                None => (text, None),
+            });
+            continue;
         }
         let mut key = String::new();
         let mut value = None;
@@ -369,13 +375,7 @@ mod tests {
             assert_eq!(clean(line), Options::default());
         }
         let d = Options::default();
-        assert_eq!(
-            d.console,
-            SerialConsole {
-                port: 0x3F8,
-                baud: 115_200
-            }
-        );
+        assert_eq!(d.console, SerialConsole { port: 0x3F8, baud: 115_200 });
         assert_eq!(d.loglevel, LevelFilter::Info);
         assert_eq!(d.panic, PanicAction::Halt);
         assert!(!d.selftest);
@@ -386,22 +386,10 @@ mod tests {
     fn tokenizer() {
         assert_eq!(
             words(" a=1\tb  c= d=\"x y\" e=\"\" "),
-            [
-                word("a", Some("1")),
-                word("b", None),
-                word("c", Some("")),
-                word("d", Some("x y")),
-                word("e", Some("")),
-            ]
+            [word("a", Some("1")), word("b", None), word("c", Some("")), word("d", Some("x y")), word("e", Some("")),]
         );
-        assert_eq!(
-            words(r#"k="say \"hi\" \\ \x""#),
-            [word("k", Some(r#"say "hi" \ \x"#))]
-        );
-        assert_eq!(
-            words("k=a\"b c\"d e"),
-            [word("k", Some("ab cd")), word("e", None)]
-        );
+        assert_eq!(words(r#"k="say \"hi\" \\ \x""#), [word("k", Some(r#"say "hi" \ \x"#))]);
+        assert_eq!(words("k=a\"b c\"d e"), [word("k", Some("ab cd")), word("e", None)]);
         assert_eq!(words("k=a=b"), [word("k", Some("a=b"))]);
         assert_eq!(words("=v"), [word("", Some("v"))]);
         assert_eq!(words("k=\"open x=1"), [word("k", Some("open x=1"))]);
@@ -413,10 +401,7 @@ mod tests {
     fn image_path_is_split_off() {
         let (opts, warnings) = parse("/path/target/image/hypervisor.elf loglevel=debug");
         assert!(warnings.is_empty());
-        assert_eq!(
-            opts.image_path.as_deref(),
-            Some("/path/target/image/hypervisor.elf")
-        );
+        assert_eq!(opts.image_path.as_deref(), Some("/path/target/image/hypervisor.elf"));
         assert_eq!(opts.loglevel, LevelFilter::Debug);
         assert_eq!(opts.raw, "loglevel=debug");
 
@@ -431,10 +416,7 @@ mod tests {
         assert_eq!(opts.raw, "loglevel=warn  selftest");
         let (opts, warnings) = parse("selftest /x.elf");
         assert_eq!(opts.image_path, None);
-        assert_eq!(
-            texts(&warnings),
-            ["cmdline: unknown option '/x.elf' ignored"]
-        );
+        assert_eq!(texts(&warnings), ["cmdline: unknown option '/x.elf' ignored"]);
         let (opts, _) = parse("nfs=host:/export");
         assert_eq!(opts.image_path, None);
     }
@@ -462,13 +444,7 @@ mod tests {
     fn console_bad_baud_keeps_port() {
         for bad in ["7", "0", "", "fast", "99999999999", "-9600", "9600n1"] {
             let (opts, warnings) = parse(&format!("console=ttyS1,{bad}"));
-            assert_eq!(
-                opts.console,
-                SerialConsole {
-                    port: 0x2F8,
-                    baud: 115_200
-                }
-            );
+            assert_eq!(opts.console, SerialConsole { port: 0x2F8, baud: 115_200 });
             assert_eq!(
                 texts(&warnings),
                 [format!(
@@ -509,20 +485,14 @@ mod tests {
             ("5", LevelFilter::Trace),
         ];
         for (value, level) in cases {
-            assert_eq!(
-                clean(&format!("loglevel={value}")).loglevel,
-                level,
-                "{value}"
-            );
+            assert_eq!(clean(&format!("loglevel={value}")).loglevel, level, "{value}");
         }
         for bad in ["x", "6", "03", "", "warning", "9999999999999999999999"] {
             let (opts, warnings) = parse(&format!("loglevel=debug loglevel={bad}"));
             assert_eq!(opts.loglevel, LevelFilter::Debug);
             assert_eq!(
                 texts(&warnings),
-                [format!(
-                    "cmdline: bad value '{bad}' for loglevel (expected off|error|warn|info|debug|trace or 0-5)"
-                )]
+                [format!("cmdline: bad value '{bad}' for loglevel (expected off|error|warn|info|debug|trace or 0-5)")]
             );
         }
     }
@@ -533,10 +503,23 @@ mod tests {
         assert_eq!(clean("panic=REBOOT panic=halt").panic, PanicAction::Halt);
         let (opts, warnings) = parse("panic=reboot panic=explode");
         assert_eq!(opts.panic, PanicAction::Reboot);
+        assert_eq!(texts(&warnings), ["cmdline: bad value 'explode' for panic (expected halt|reboot)"]);
+    }
+
+    #[test]
+    fn grub_quoted_words() {
+        // What GRUB passes for `extra="a b c"` and for a value with a quote.
         assert_eq!(
-            texts(&warnings),
-            ["cmdline: bad value 'explode' for panic (expected halt|reboot)"]
+            words(r#"loglevel=info "extra=a b c" "x=say \"hi\"" y"#),
+            vec![
+                ("loglevel".into(), Some("info".into())),
+                ("extra".into(), Some("a b c".into())),
+                ("x".into(), Some("say \"hi\"".into())),
+                ("y".into(), None),
+            ]
         );
+        let (_, warnings) = parse(r#""hostname=h1" "unterminated=x"#);
+        assert!(warnings.iter().any(|w| w.0.contains("unknown option 'unterminated'")), "{warnings:?}");
     }
 
     #[test]
@@ -569,26 +552,14 @@ mod tests {
     fn last_duplicate_wins() {
         let opts = clean("loglevel=trace panic=reboot loglevel=2 console=com2 console=ttyS3,300");
         assert_eq!(opts.loglevel, LevelFilter::Warn);
-        assert_eq!(
-            opts.console,
-            SerialConsole {
-                port: 0x2E8,
-                baud: 300
-            }
-        );
+        assert_eq!(opts.console, SerialConsole { port: 0x2E8, baud: 300 });
         assert!(!clean("selftest selftest=off").selftest);
     }
 
     #[test]
     fn bare_key_needing_a_value() {
         let (opts, warnings) = parse("loglevel panic console");
-        assert_eq!(
-            opts,
-            Options {
-                raw: "loglevel panic console".into(),
-                ..Options::default()
-            }
-        );
+        assert_eq!(opts, Options { raw: "loglevel panic console".into(), ..Options::default() });
         assert_eq!(
             texts(&warnings),
             [
@@ -620,8 +591,7 @@ mod tests {
             texts(&warnings),
             [
                 format!("cmdline: unknown option '{}...' ignored", "k".repeat(32)),
-                "cmdline: bad value '?' for loglevel (expected off|error|warn|info|debug|trace or 0-5)"
-                    .to_string(),
+                "cmdline: bad value '?' for loglevel (expected off|error|warn|info|debug|trace or 0-5)".to_string(),
             ]
         );
     }
@@ -630,10 +600,7 @@ mod tests {
     fn quoted_values() {
         let (opts, warnings) = parse(r#"extra="a b c" loglevel="debug""#);
         assert_eq!(opts.loglevel, LevelFilter::Debug);
-        assert_eq!(
-            texts(&warnings),
-            ["cmdline: unknown option 'extra' ignored"]
-        );
+        assert_eq!(texts(&warnings), ["cmdline: unknown option 'extra' ignored"]);
         assert_eq!(opts.raw, r#"extra="a b c" loglevel="debug""#);
     }
 
@@ -656,10 +623,7 @@ mod tests {
 
     #[test]
     fn warnings_are_capped() {
-        let line = (0..40)
-            .map(|i| format!("bad{i}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let line = (0..40).map(|i| format!("bad{i}")).collect::<Vec<_>>().join(" ");
         let (_, warnings) = parse(&line);
         assert_eq!(warnings.len(), MAX_WARNINGS + 1);
         assert_eq!(warnings[0].0, "cmdline: unknown option 'bad0' ignored");
@@ -675,8 +639,8 @@ mod tests {
     fn never_panics_on_odd_input() {
         let mut seed = 0x9E37_79B9u32;
         let pieces = [
-            "=", "\"", "\\", " ", "\t", "console", "loglevel", "selftest", "panic", ",", "ttyS1",
-            "9600", "é", "🦀", "/", ".elf", "\0", "\x1b", "x",
+            "=", "\"", "\\", " ", "\t", "console", "loglevel", "selftest", "panic", ",", "ttyS1", "9600", "é", "🦀",
+            "/", ".elf", "\0", "\x1b", "x",
         ];
         for _ in 0..5_000 {
             let mut line = String::new();

@@ -15,20 +15,40 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "dmesg", usage: "dmesg", summary: "show the log since boot with timestamps" },
     CommandInfo { name: "uptime", usage: "uptime", summary: "time since boot and the boot date" },
     CommandInfo { name: "mem", usage: "mem", summary: "physical memory and heap use" },
-    CommandInfo { name: "loglevel", usage: "loglevel [off|error|warn|info|debug|trace]", summary: "show or set what the log prints on the console" },
-    CommandInfo { name: "create", usage: "create [-c] <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]", summary: "start a domain from a guest image" },
+    CommandInfo {
+        name: "loglevel",
+        usage: "loglevel [off|error|warn|info|debug|trace]",
+        summary: "show or set what the log prints on the console",
+    },
+    CommandInfo {
+        name: "create",
+        usage: "create [-c] <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]",
+        summary: "start a domain from a guest image",
+    },
     CommandInfo { name: "list", usage: "list [-l]", summary: "list domains (xm layout; -l for details)" },
     CommandInfo { name: "console", usage: "console <dom>", summary: "attach to a domain's console (Ctrl-] returns)" },
     CommandInfo { name: "pause", usage: "pause <dom>", summary: "stop scheduling a domain" },
     CommandInfo { name: "unpause", usage: "unpause <dom>", summary: "resume a paused domain" },
-    CommandInfo { name: "shutdown", usage: "shutdown <dom>", summary: "ask a domain to shut down (destroyed after 10 s)" },
+    CommandInfo {
+        name: "shutdown",
+        usage: "shutdown <dom>",
+        summary: "ask a domain to shut down (destroyed after 10 s)",
+    },
     CommandInfo { name: "destroy", usage: "destroy <dom>", summary: "stop a domain at once and free its memory" },
     CommandInfo { name: "rename", usage: "rename <dom> <new-name>", summary: "rename a domain" },
     CommandInfo { name: "vcpu-list", usage: "vcpu-list [dom]", summary: "list vCPUs with state and CPU time" },
-    CommandInfo { name: "sched-credit", usage: "sched-credit [-d <dom> [-w <weight>]]", summary: "show or set scheduling weights" },
+    CommandInfo {
+        name: "sched-credit",
+        usage: "sched-credit [-d <dom> [-w <weight>]]",
+        summary: "show or set scheduling weights",
+    },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
-    CommandInfo { name: "crash", usage: "crash pf|ud|de|gp|bp|stack", summary: "diagnostic: raise that exception in the hypervisor" },
+    CommandInfo {
+        name: "crash",
+        usage: "crash pf|ud|de|gp|bp|stack",
+        summary: "diagnostic: raise that exception in the hypervisor",
+    },
 ];
 
 fn names() -> Vec<&'static str> {
@@ -158,7 +178,11 @@ pub fn cpu_identity() -> (String, String, (u32, u32, u32)) {
     let f = cpu::cpuid(1, 0).eax;
     let base_family = (f >> 8) & 0xF;
     let family = if base_family == 0xF { base_family + ((f >> 20) & 0xFF) } else { base_family };
-    let model = if base_family == 0x6 || base_family == 0xF { ((f >> 4) & 0xF) | (((f >> 16) & 0xF) << 4) } else { (f >> 4) & 0xF };
+    let model = if base_family == 0x6 || base_family == 0xF {
+        ((f >> 4) & 0xF) | (((f >> 16) & 0xF) << 4)
+    } else {
+        (f >> 4) & 0xF
+    };
     (vendor, String::from(brand.trim()), (family, model, f & 0xF))
 }
 
@@ -167,19 +191,60 @@ pub fn cpu_features() -> Vec<&'static str> {
     let l1 = cpu::cpuid(1, 0);
     let max = cpu::cpuid(0, 0).eax;
     let l7 = if max >= 7 { cpu::cpuid(7, 0) } else { cpu::Cpuid::default() };
-    let ext = if cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001 { cpu::cpuid(0x8000_0001, 0) } else { cpu::Cpuid::default() };
+    let ext =
+        if cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001 { cpu::cpuid(0x8000_0001, 0) } else { cpu::Cpuid::default() };
     let table: &[(&str, u32, u32)] = &[
-        ("fpu", l1.edx, 0), ("tsc", l1.edx, 4), ("msr", l1.edx, 5), ("pae", l1.edx, 6), ("apic", l1.edx, 9),
-        ("pge", l1.edx, 13), ("pat", l1.edx, 16), ("clflush", l1.edx, 19), ("fxsr", l1.edx, 24), ("sse", l1.edx, 25),
-        ("sse2", l1.edx, 26), ("sse3", l1.ecx, 0), ("pclmulqdq", l1.ecx, 1), ("vmx", l1.ecx, 5), ("ssse3", l1.ecx, 9),
-        ("cx16", l1.ecx, 13), ("pcid", l1.ecx, 17), ("sse4_1", l1.ecx, 19), ("sse4_2", l1.ecx, 20), ("x2apic", l1.ecx, 21),
-        ("movbe", l1.ecx, 22), ("popcnt", l1.ecx, 23), ("tsc_deadline", l1.ecx, 24), ("aes", l1.ecx, 25),
-        ("xsave", l1.ecx, 26), ("avx", l1.ecx, 28), ("f16c", l1.ecx, 29), ("rdrand", l1.ecx, 30), ("hypervisor", l1.ecx, 31),
-        ("fsgsbase", l7.ebx, 0), ("bmi1", l7.ebx, 3), ("avx2", l7.ebx, 5), ("smep", l7.ebx, 7), ("bmi2", l7.ebx, 8),
-        ("erms", l7.ebx, 9), ("invpcid", l7.ebx, 10), ("avx512f", l7.ebx, 16), ("rdseed", l7.ebx, 18), ("adx", l7.ebx, 19),
-        ("smap", l7.ebx, 20), ("sha", l7.ebx, 29), ("umip", l7.ecx, 2), ("pku", l7.ecx, 3),
-        ("svm", ext.ecx, 2), ("lahf_lm", ext.ecx, 0), ("abm", ext.ecx, 5), ("syscall", ext.edx, 11), ("nx", ext.edx, 20),
-        ("pdpe1gb", ext.edx, 26), ("rdtscp", ext.edx, 27), ("lm", ext.edx, 29),
+        ("fpu", l1.edx, 0),
+        ("tsc", l1.edx, 4),
+        ("msr", l1.edx, 5),
+        ("pae", l1.edx, 6),
+        ("apic", l1.edx, 9),
+        ("pge", l1.edx, 13),
+        ("pat", l1.edx, 16),
+        ("clflush", l1.edx, 19),
+        ("fxsr", l1.edx, 24),
+        ("sse", l1.edx, 25),
+        ("sse2", l1.edx, 26),
+        ("sse3", l1.ecx, 0),
+        ("pclmulqdq", l1.ecx, 1),
+        ("vmx", l1.ecx, 5),
+        ("ssse3", l1.ecx, 9),
+        ("cx16", l1.ecx, 13),
+        ("pcid", l1.ecx, 17),
+        ("sse4_1", l1.ecx, 19),
+        ("sse4_2", l1.ecx, 20),
+        ("x2apic", l1.ecx, 21),
+        ("movbe", l1.ecx, 22),
+        ("popcnt", l1.ecx, 23),
+        ("tsc_deadline", l1.ecx, 24),
+        ("aes", l1.ecx, 25),
+        ("xsave", l1.ecx, 26),
+        ("avx", l1.ecx, 28),
+        ("f16c", l1.ecx, 29),
+        ("rdrand", l1.ecx, 30),
+        ("hypervisor", l1.ecx, 31),
+        ("fsgsbase", l7.ebx, 0),
+        ("bmi1", l7.ebx, 3),
+        ("avx2", l7.ebx, 5),
+        ("smep", l7.ebx, 7),
+        ("bmi2", l7.ebx, 8),
+        ("erms", l7.ebx, 9),
+        ("invpcid", l7.ebx, 10),
+        ("avx512f", l7.ebx, 16),
+        ("rdseed", l7.ebx, 18),
+        ("adx", l7.ebx, 19),
+        ("smap", l7.ebx, 20),
+        ("sha", l7.ebx, 29),
+        ("umip", l7.ecx, 2),
+        ("pku", l7.ecx, 3),
+        ("svm", ext.ecx, 2),
+        ("lahf_lm", ext.ecx, 0),
+        ("abm", ext.ecx, 5),
+        ("syscall", ext.edx, 11),
+        ("nx", ext.edx, 20),
+        ("pdpe1gb", ext.edx, 26),
+        ("rdtscp", ext.edx, 27),
+        ("lm", ext.edx, 29),
     ];
     table.iter().filter(|(_, reg, bit)| reg & (1 << bit) != 0).map(|(n, _, _)| *n).collect()
 }
@@ -217,7 +282,13 @@ fn info() {
         (crate::prompt_ns() / 1000) % 1000
     );
     if let Some(a) = crate::acpi_info() {
-        println!("acpi: rev {} OEM '{}', {} CPU(s), {} I/O APIC(s)", a.revision, a.oem_id, a.cpus.len(), a.ioapics.len());
+        println!(
+            "acpi: rev {} OEM '{}', {} CPU(s), {} I/O APIC(s)",
+            a.revision,
+            a.oem_id,
+            a.cpus.len(),
+            a.ioapics.len()
+        );
     }
     println!("modules: {}", b.info.modules.len());
     for (i, m) in b.info.modules.iter().enumerate() {
@@ -257,7 +328,9 @@ fn crash(args: &[&str]) {
         Some("bp") => unsafe { core::arch::asm!("int3") },
         Some("de") => {
             // SAFETY: dividing by zero raises #DE; registers are declared clobbered.
-            unsafe { core::arch::asm!("xor edx, edx", "div ecx", in("ecx") 0u32, inout("eax") 1u32 => _, out("edx") _) };
+            unsafe {
+                core::arch::asm!("xor edx, edx", "div ecx", in("ecx") 0u32, inout("eax") 1u32 => _, out("edx") _)
+            };
         }
         Some("stack") => {
             let r = recurse(0);
@@ -278,7 +351,9 @@ fn find_module(name: &str) -> Option<(String, &'static [u8])> {
         let label = m.cmdline.split_whitespace().next().unwrap_or("");
         let base = label.rsplit('/').next().unwrap_or(label);
         let stem = base.split('.').next().unwrap_or(base);
-        (label == want || base == want || stem == want).then(|| Some((String::from(stem), mm::module_bytes(m)?))).flatten()
+        (label == want || base == want || stem == want)
+            .then(|| Some((String::from(stem), mm::module_bytes(m)?)))
+            .flatten()
     })
 }
 
@@ -334,27 +409,30 @@ fn hypervisor_cpu_ns() -> u64 {
     time::now_ns().saturating_sub(crate::vcpu::idle_ns()).saturating_sub(guests)
 }
 
+/// One domain's `list` data, copied out of the table: name, ID, MiB,
+/// vCPUs, state, CPU ns and the `list -l` extras.
+type ListEntry = (String, u32, u64, u32, hypervisor::domain::StateFlags, u64, Vec<(String, String)>);
+
 fn list(args: &[&str]) {
     let long = args.first() == Some(&"-l");
     let (total, _, _) = mm::frame_stats();
     let host = crate::boot().opts.hostname.clone();
-    let rows: Vec<(String, u32, u64, u32, hypervisor::domain::StateFlags, u64, Vec<(String, String)>)> =
-        crate::domains::with_table(|t| {
-            t.iter()
-                .map(|(id, name, d)| {
-                    let mut extra = alloc::vec![
-                        (String::from("image"), d.image.clone()),
-                        (String::from("cmdline"), d.cmdline.clone()),
-                        (String::from("weight"), alloc::format!("{}", d.weight)),
-                    ];
-                    if let Some(crate::domains::Stop::Crashed(r)) = &d.stop {
-                        extra.push((String::from("crash"), r.clone()));
-                    }
-                    extra.push((String::from("console"), alloc::format!("{} bytes buffered", d.console.len())));
-                    (String::from(name), id, d.mem_bytes >> 20, d.vcpus.len() as u32, d.flags(), d.cpu_time_ns(), extra)
-                })
-                .collect()
-        });
+    let rows: Vec<ListEntry> = crate::domains::with_table(|t| {
+        t.iter()
+            .map(|(id, name, d)| {
+                let mut extra = alloc::vec![
+                    (String::from("image"), d.image.clone()),
+                    (String::from("cmdline"), d.cmdline.clone()),
+                    (String::from("weight"), alloc::format!("{}", d.weight)),
+                ];
+                if let Some(crate::domains::Stop::Crashed(r)) = &d.stop {
+                    extra.push((String::from("crash"), r.clone()));
+                }
+                extra.push((String::from("console"), alloc::format!("{} bytes buffered", d.console.len())));
+                (String::from(name), id, d.mem_bytes >> 20, d.vcpus.len() as u32, d.flags(), d.cpu_time_ns(), extra)
+            })
+            .collect()
+    });
     let guest_mem: u64 = rows.iter().map(|r| r.2).sum();
     let dom0 = hypervisor::domain::ListRow {
         name: &host,
@@ -366,7 +444,14 @@ fn list(args: &[&str]) {
     };
     let mut list_rows = alloc::vec![dom0];
     for r in &rows {
-        list_rows.push(hypervisor::domain::ListRow { name: &r.0, id: r.1, mem_mib: r.2, vcpus: r.3, state: r.4, cpu_time_ns: r.5 });
+        list_rows.push(hypervisor::domain::ListRow {
+            name: &r.0,
+            id: r.1,
+            mem_mib: r.2,
+            vcpus: r.3,
+            state: r.4,
+            cpu_time_ns: r.5,
+        });
     }
     if long {
         let mut extras: Vec<Vec<(&str, &str)>> = alloc::vec![Vec::new()];
@@ -453,15 +538,20 @@ fn vcpu_list(args: &[&str]) {
             for (i, v) in d.vcpus.iter().enumerate() {
                 let st = if d.stop.is_some() || d.paused || !v.started {
                     "-p-"
-                } else if crate::vcpu::is_running(v.thread) {
-                    "r--"
-                } else if crate::vcpu::state(v.thread) == Some(hypervisor::sched::State::Runnable) {
+                } else if crate::vcpu::is_running(v.thread)
+                    || crate::vcpu::state(v.thread) == Some(hypervisor::sched::State::Runnable)
+                {
                     "r--"
                 } else {
                     "-b-"
                 };
                 let ns = crate::vcpu::cpu_time_ns(v.thread);
-                println!("{name:<32} {id:>5} {i:>5} {:>5} {st:<5} {:>9}.{}", 0, ns / 1_000_000_000, (ns / 100_000_000) % 10);
+                println!(
+                    "{name:<32} {id:>5} {i:>5} {:>5} {st:<5} {:>9}.{}",
+                    0,
+                    ns / 1_000_000_000,
+                    (ns / 100_000_000) % 10
+                );
             }
         }
     });

@@ -30,12 +30,7 @@ impl ConsoleRing {
     /// An empty ring holding up to `cap` bytes (allocated now). A ring of
     /// capacity 0 drops everything.
     pub fn new(cap: usize) -> Self {
-        Self {
-            buf: vec![0; cap],
-            head: 0,
-            len: 0,
-            dropped: 0,
-        }
+        Self { buf: vec![0; cap], head: 0, len: 0, dropped: 0 }
     }
 
     /// Appends `bytes`, evicting the oldest bytes as needed so the newest
@@ -82,11 +77,7 @@ impl ConsoleRing {
         out.extend_from_slice(first.get(..from_first).unwrap_or(&[]));
         out.extend_from_slice(second.get(..n - from_first).unwrap_or(&[]));
         self.len -= n;
-        self.head = if self.len == 0 {
-            0
-        } else {
-            (self.head + n) % self.buf.len()
-        };
+        self.head = if self.len == 0 { 0 } else { (self.head + n) % self.buf.len() };
         n
     }
 
@@ -129,10 +120,7 @@ impl ConsoleRing {
     fn slices(&self) -> (&[u8], &[u8]) {
         let cap = self.buf.len();
         let first_len = self.len.min(cap - self.head.min(cap));
-        let first = self
-            .buf
-            .get(self.head..self.head + first_len)
-            .unwrap_or(&[]);
+        let first = self.buf.get(self.head..self.head + first_len).unwrap_or(&[]);
         let second = self.buf.get(..self.len - first_len).unwrap_or(&[]);
         (first, second)
     }
@@ -225,10 +213,7 @@ impl GuestOutputFilter {
             let invalid = chunk.invalid();
             let at_end = chunks.peek().is_none();
             // A valid but incomplete sequence at the very end: hold it back.
-            if at_end
-                && !invalid.is_empty()
-                && core::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none())
-            {
+            if at_end && !invalid.is_empty() && core::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none()) {
                 if let Some(dst) = self.pending.get_mut(..invalid.len()) {
                     dst.copy_from_slice(invalid);
                     self.pending_len = invalid.len();
@@ -532,11 +517,7 @@ mod tests {
         let mut rng = Rng(77);
         for _ in 0..3000 {
             let stream: Vec<u8> = (0..rng.next() % 40)
-                .flat_map(|_| {
-                    PIECES[(rng.next() % PIECES.len() as u64) as usize]
-                        .iter()
-                        .copied()
-                })
+                .flat_map(|_| PIECES[(rng.next() % PIECES.len() as u64) as usize].iter().copied())
                 .collect();
             let expected = sanitized(&stream);
             let mut f = GuestOutputFilter::new();
@@ -552,10 +533,7 @@ mod tests {
             // Whatever comes out is valid UTF-8 without control characters
             // other than tab and CR LF pairs.
             let s = core::str::from_utf8(&out).unwrap();
-            assert!(s
-                .replace("\r\n", "")
-                .chars()
-                .all(|c| c == '\t' || !c.is_control()));
+            assert!(s.replace("\r\n", "").chars().all(|c| c == '\t' || !c.is_control()));
         }
     }
 }

@@ -35,8 +35,7 @@ pub const DEFAULT_VCPUS: u32 = 1;
 /// including a terminating NUL.
 pub const MAX_EXTRA_BYTES: usize = 1023;
 /// The synopsis of the `create` command.
-pub const CREATE_USAGE: &str =
-    "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N]";
+pub const CREATE_USAGE: &str = "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N]";
 
 /// How many characters of an offending word error messages show.
 const SHOWN_CHARS: usize = 40;
@@ -63,15 +62,12 @@ impl fmt::Display for NameProblem {
         match *self {
             Self::Empty => f.write_str("it is empty"),
             Self::TooLong(n) => write!(f, "it has {n} characters (at most {MAX_NAME_LEN})"),
-            Self::BadChar(c) if c == ' ' || c.is_ascii_graphic() => write!(
-                f,
-                "'{c}' is not allowed (use letters, digits, '_', '.' and '-')"
-            ),
-            Self::BadChar(c) => write!(
-                f,
-                "character U+{:04X} is not allowed (use letters, digits, '_', '.' and '-')",
-                u32::from(c)
-            ),
+            Self::BadChar(c) if c == ' ' || c.is_ascii_graphic() => {
+                write!(f, "'{c}' is not allowed (use letters, digits, '_', '.' and '-')")
+            }
+            Self::BadChar(c) => {
+                write!(f, "character U+{:04X} is not allowed (use letters, digits, '_', '.' and '-')", u32::from(c))
+            }
             Self::BadStart(c) => write!(f, "it starts with '{c}' (not allowed first)"),
             Self::AllDigits => f.write_str("it is all digits (that would read as an ID)"),
             Self::Reserved => f.write_str("it is reserved for the hypervisor"),
@@ -103,16 +99,10 @@ impl fmt::Display for DomainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoSuchName(n) => write!(f, "no domain named '{}'", sanitize(n, SHOWN_CHARS)),
-            Self::NameInUse(n) => write!(
-                f,
-                "domain name '{}' is already in use",
-                sanitize(n, SHOWN_CHARS)
-            ),
-            Self::InvalidName { name, problem } => write!(
-                f,
-                "invalid domain name '{}': {problem}",
-                sanitize(name, SHOWN_CHARS)
-            ),
+            Self::NameInUse(n) => write!(f, "domain name '{}' is already in use", sanitize(n, SHOWN_CHARS)),
+            Self::InvalidName { name, problem } => {
+                write!(f, "invalid domain name '{}': {problem}", sanitize(name, SHOWN_CHARS))
+            }
             Self::NoSuchId(id) => write!(f, "no domain with ID {id}"),
             Self::IdsExhausted => f.write_str("domain IDs exhausted"),
         }
@@ -143,10 +133,7 @@ pub fn validate_name(name: &str) -> Result<(), DomainError> {
         None
     };
     match problem {
-        Some(problem) => Err(DomainError::InvalidName {
-            name: name.to_owned(),
-            problem,
-        }),
+        Some(problem) => Err(DomainError::InvalidName { name: name.to_owned(), problem }),
         None => Ok(()),
     }
 }
@@ -173,20 +160,13 @@ impl<T> Default for DomainTable<T> {
 impl<T> DomainTable<T> {
     /// An empty table; the first domain gets ID 1.
     pub fn new() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            next_id: Some(1),
-        }
+        Self { entries: BTreeMap::new(), next_id: Some(1) }
     }
 
     /// Adds a domain called `name` whose value `make(id)` builds from its
     /// new ID. IDs count up and are never reused. `make` is called only
     /// once the name has been accepted and an ID is available.
-    pub fn insert(
-        &mut self,
-        name: &str,
-        make: impl FnOnce(DomId) -> T,
-    ) -> Result<DomId, DomainError> {
+    pub fn insert(&mut self, name: &str, make: impl FnOnce(DomId) -> T) -> Result<DomId, DomainError> {
         validate_name(name)?;
         if self.find_name(name).is_some() {
             return Err(DomainError::NameInUse(name.to_owned()));
@@ -194,13 +174,7 @@ impl<T> DomainTable<T> {
         let id = self.next_id.ok_or(DomainError::IdsExhausted)?;
         self.next_id = id.checked_add(1);
         let value = make(id);
-        self.entries.insert(
-            id,
-            Entry {
-                name: name.to_owned(),
-                value,
-            },
-        );
+        self.entries.insert(id, Entry { name: name.to_owned(), value });
         Ok(id)
     }
 
@@ -230,15 +204,10 @@ impl<T> DomainTable<T> {
     pub fn resolve(&self, name_or_id: &str) -> Result<DomId, DomainError> {
         if !name_or_id.is_empty() && name_or_id.bytes().all(|b| b.is_ascii_digit()) {
             if let Ok(id) = name_or_id.parse::<DomId>() {
-                return if self.contains(id) {
-                    Ok(id)
-                } else {
-                    Err(DomainError::NoSuchId(id))
-                };
+                return if self.contains(id) { Ok(id) } else { Err(DomainError::NoSuchId(id)) };
             }
         }
-        self.find_name(name_or_id)
-            .ok_or_else(|| DomainError::NoSuchName(name_or_id.to_owned()))
+        self.find_name(name_or_id).ok_or_else(|| DomainError::NoSuchName(name_or_id.to_owned()))
     }
 
     /// The name of domain `id`.
@@ -284,16 +253,12 @@ impl<T> DomainTable<T> {
 
     /// Every domain as `(id, name, value)`, in ID order.
     pub fn iter(&self) -> impl Iterator<Item = (DomId, &str, &T)> + '_ {
-        self.entries
-            .iter()
-            .map(|(&id, e)| (id, e.name.as_str(), &e.value))
+        self.entries.iter().map(|(&id, e)| (id, e.name.as_str(), &e.value))
     }
 
     /// Every domain as `(id, name, value)` with mutable values, in ID order.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (DomId, &str, &mut T)> + '_ {
-        self.entries
-            .iter_mut()
-            .map(|(&id, e)| (id, e.name.as_str(), &mut e.value))
+        self.entries.iter_mut().map(|(&id, e)| (id, e.name.as_str(), &mut e.value))
     }
 
     /// How many domains there are.
@@ -307,10 +272,7 @@ impl<T> DomainTable<T> {
     }
 
     fn find_name(&self, name: &str) -> Option<DomId> {
-        self.entries
-            .iter()
-            .find(|(_, e)| e.name == name)
-            .map(|(&id, _)| id)
+        self.entries.iter().find(|(_, e)| e.name == name).map(|(&id, _)| id)
     }
 }
 
@@ -368,8 +330,7 @@ pub struct ListRow<'a> {
 }
 
 /// The header line of [`format_list`] (as `xm list` printed it).
-pub const LIST_HEADER: &str =
-    "Name                                      ID Mem(MiB) VCPUs State   Time(s)";
+pub const LIST_HEADER: &str = "Name                                      ID Mem(MiB) VCPUs State   Time(s)";
 
 /// Seconds with one decimal, rounded to nearest, in integer arithmetic.
 fn seconds_1dp(ns: u64) -> String {
@@ -380,9 +341,7 @@ fn seconds_1dp(ns: u64) -> String {
 /// `text` with every control character (C0, DEL, C1) replaced by `?`, so it
 /// cannot drive a terminal or break a line.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// The `list` table: [`LIST_HEADER`], then one line per row with the name
@@ -468,12 +427,7 @@ fn parse_number(value: &str) -> Option<u64> {
 fn number_option(key: &str, what: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
     parse_number(value)
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            format!(
-                "{key}= must be {what} from {min} to {max} (got '{}')",
-                sanitize(value, SHOWN_CHARS)
-            )
-        })
+        .ok_or_else(|| format!("{key}= must be {what} from {min} to {max} (got '{}')", sanitize(value, SHOWN_CHARS)))
 }
 
 /// Parses the words after `create` (quotes already removed by the shell's
@@ -497,10 +451,7 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
     let mut seen = [false; 5];
     for &word in words {
         let option = word.split_once('=').filter(|(key, _)| {
-            !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
         let Some((key, value)) = option else {
             if let Some(first) = image {
@@ -538,8 +489,7 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
                 args.name = Some(value.to_owned());
             }
             1 => {
-                args.memory_mib =
-                    number_option(key, "a whole number of MiB", value, 1, MAX_MEMORY_MIB)?;
+                args.memory_mib = number_option(key, "a whole number of MiB", value, 1, MAX_MEMORY_MIB)?;
             }
             2 => {
                 let n = number_option(key, "a number", value, 1, u64::from(guest_abi::MAX_VCPUS))?;
@@ -547,10 +497,7 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
             }
             3 => {
                 if value.len() > MAX_EXTRA_BYTES {
-                    return Err(format!(
-                        "extra= is too long ({} bytes, at most {MAX_EXTRA_BYTES})",
-                        value.len()
-                    ));
+                    return Err(format!("extra= is too long ({} bytes, at most {MAX_EXTRA_BYTES})", value.len()));
                 }
                 if value.chars().any(char::is_control) {
                     return Err("extra= must not contain control characters".to_owned());
@@ -586,15 +533,8 @@ pub fn default_name(image: &str) -> String {
         Some(i) if i > 0 => base.get(..i).unwrap_or(base),
         _ => base,
     };
-    let cleaned: String = stem
-        .chars()
-        .map(|c| if name_char_ok(c) { c } else { '_' })
-        .collect();
-    let mut name: String = cleaned
-        .trim_start_matches(['-', '.'])
-        .chars()
-        .take(MAX_NAME_LEN)
-        .collect();
+    let cleaned: String = stem.chars().map(|c| if name_char_ok(c) { c } else { '_' }).collect();
+    let mut name: String = cleaned.trim_start_matches(['-', '.']).chars().take(MAX_NAME_LEN).collect();
     if name.is_empty() {
         name.push_str("domain");
     }
@@ -640,28 +580,16 @@ mod tests {
 
     #[test]
     fn ids_exhausted() {
-        let mut t: DomainTable<()> = DomainTable {
-            next_id: Some(u32::MAX - 1),
-            ..DomainTable::default()
-        };
+        let mut t: DomainTable<()> = DomainTable { next_id: Some(u32::MAX - 1), ..DomainTable::default() };
         assert_eq!(t.insert("a", |_| ()), Ok(u32::MAX - 1));
         assert_eq!(t.insert("b", |_| ()), Ok(u32::MAX));
         let mut called = false;
-        assert_eq!(
-            t.insert("c", |_| called = true),
-            Err(DomainError::IdsExhausted)
-        );
+        assert_eq!(t.insert("c", |_| called = true), Err(DomainError::IdsExhausted));
         assert!(!called);
         t.remove(u32::MAX);
         assert_eq!(t.insert("c", |_| ()), Err(DomainError::IdsExhausted));
-        assert_eq!(
-            DomainError::IdsExhausted.to_string(),
-            "domain IDs exhausted"
-        );
-        assert_eq!(
-            t.resolve("4294967295").unwrap_err().to_string(),
-            "no domain with ID 4294967295"
-        );
+        assert_eq!(DomainError::IdsExhausted.to_string(), "domain IDs exhausted");
+        assert_eq!(t.resolve("4294967295").unwrap_err().to_string(), "no domain with ID 4294967295");
         assert_eq!(t.resolve("4294967294"), Ok(u32::MAX - 1));
     }
 
@@ -673,10 +601,7 @@ mod tests {
             called = true;
             String::new()
         });
-        assert_eq!(
-            e.unwrap_err().to_string(),
-            "domain name 'rx7' is already in use"
-        );
+        assert_eq!(e.unwrap_err().to_string(), "domain name 'rx7' is already in use");
         assert!(!called);
         // Names are case-sensitive, like xl's.
         assert!(t.insert("RX7", |_| String::new()).is_ok());
@@ -686,15 +611,7 @@ mod tests {
 
     #[test]
     fn name_validation() {
-        for ok in [
-            "a",
-            "rx7",
-            "web_1.test-2",
-            "A-",
-            "0x1",
-            "1.5",
-            &"n".repeat(63),
-        ] {
+        for ok in ["a", "rx7", "web_1.test-2", "A-", "0x1", "1.5", &"n".repeat(63)] {
             assert_eq!(validate_name(ok), Ok(()), "{ok}");
         }
         let problem = |name: &str| match validate_name(name) {
@@ -715,44 +632,23 @@ mod tests {
 
         let msg = |name: &str| validate_name(name).unwrap_err().to_string();
         assert_eq!(msg(""), "invalid domain name '': it is empty");
-        assert_eq!(
-            msg("a/b"),
-            "invalid domain name 'a/b': '/' is not allowed (use letters, digits, '_', '.' and '-')"
-        );
+        assert_eq!(msg("a/b"), "invalid domain name 'a/b': '/' is not allowed (use letters, digits, '_', '.' and '-')");
         assert_eq!(
             msg("a\x1b[2J"),
             "invalid domain name 'a?[2J': character U+001B is not allowed (use letters, \
              digits, '_', '.' and '-')"
         );
-        assert_eq!(
-            msg("-x"),
-            "invalid domain name '-x': it starts with '-' (not allowed first)"
-        );
-        assert_eq!(
-            msg("42"),
-            "invalid domain name '42': it is all digits (that would read as an ID)"
-        );
-        assert_eq!(
-            msg("Domain-0"),
-            "invalid domain name 'Domain-0': it is reserved for the hypervisor"
-        );
+        assert_eq!(msg("-x"), "invalid domain name '-x': it starts with '-' (not allowed first)");
+        assert_eq!(msg("42"), "invalid domain name '42': it is all digits (that would read as an ID)");
+        assert_eq!(msg("Domain-0"), "invalid domain name 'Domain-0': it is reserved for the hypervisor");
         assert_eq!(
             msg(&"n".repeat(100)),
-            format!(
-                "invalid domain name '{}...': it has 100 characters (at most 63)",
-                "n".repeat(40)
-            )
+            format!("invalid domain name '{}...': it has 100 characters (at most 63)", "n".repeat(40))
         );
         // Invalid names are refused by insert and rename.
         let mut t = table(&["a"]);
-        assert!(matches!(
-            t.insert("1", |_| String::new()),
-            Err(DomainError::InvalidName { .. })
-        ));
-        assert!(matches!(
-            t.rename(1, "x y"),
-            Err(DomainError::InvalidName { .. })
-        ));
+        assert!(matches!(t.insert("1", |_| String::new()), Err(DomainError::InvalidName { .. })));
+        assert!(matches!(t.rename(1, "x y"), Err(DomainError::InvalidName { .. })));
         assert_eq!(t.name(1), Some("a"));
     }
 
@@ -762,27 +658,15 @@ mod tests {
         assert_eq!(t.resolve("rx7"), Ok(1));
         assert_eq!(t.resolve("2"), Ok(2));
         assert_eq!(t.resolve("002"), Ok(2));
-        assert_eq!(
-            t.resolve("9").unwrap_err().to_string(),
-            "no domain with ID 9"
-        );
+        assert_eq!(t.resolve("9").unwrap_err().to_string(), "no domain with ID 9");
         assert_eq!(t.resolve("0"), Err(DomainError::NoSuchId(0)));
-        assert_eq!(
-            t.resolve("x").unwrap_err().to_string(),
-            "no domain named 'x'"
-        );
+        assert_eq!(t.resolve("x").unwrap_err().to_string(), "no domain named 'x'");
         assert_eq!(t.resolve("").unwrap_err().to_string(), "no domain named ''");
         assert_eq!(t.resolve("+2"), Err(DomainError::NoSuchName("+2".into())));
         assert_eq!(t.resolve(" 2"), Err(DomainError::NoSuchName(" 2".into())));
         // Too large for an ID: reported as a name (it cannot be one either).
-        assert_eq!(
-            t.resolve("99999999999"),
-            Err(DomainError::NoSuchName("99999999999".into()))
-        );
-        assert_eq!(
-            t.resolve("\x1b]0;pwned\x07").unwrap_err().to_string(),
-            "no domain named '?]0;pwned?'"
-        );
+        assert_eq!(t.resolve("99999999999"), Err(DomainError::NoSuchName("99999999999".into())));
+        assert_eq!(t.resolve("\x1b]0;pwned\x07").unwrap_err().to_string(), "no domain named '?]0;pwned?'");
     }
 
     #[test]
@@ -793,10 +677,7 @@ mod tests {
         assert_eq!(t.resolve("c"), Ok(1));
         assert!(t.resolve("a").is_err());
         assert_eq!(t.rename(1, "c"), Ok(()), "its own name");
-        assert_eq!(
-            t.rename(1, "b").unwrap_err().to_string(),
-            "domain name 'b' is already in use"
-        );
+        assert_eq!(t.rename(1, "b").unwrap_err().to_string(), "domain name 'b' is already in use");
         assert_eq!(t.rename(7, "z"), Err(DomainError::NoSuchId(7)));
         // The old name is free again.
         assert!(t.insert("a", |_| String::new()).is_ok());
@@ -857,14 +738,7 @@ mod tests {
             }),
             "--ps-d"
         );
-        let all = StateFlags {
-            running: true,
-            blocked: true,
-            paused: true,
-            shutdown: true,
-            crashed: true,
-            dying: true,
-        };
+        let all = StateFlags { running: true, blocked: true, paused: true, shutdown: true, crashed: true, dying: true };
         assert_eq!(all.to_string(), "rbpscd");
     }
 
@@ -874,10 +748,7 @@ mod tests {
             id,
             mem_mib: 16,
             vcpus: 1,
-            state: StateFlags {
-                blocked: true,
-                ..StateFlags::default()
-            },
+            state: StateFlags { blocked: true, ..StateFlags::default() },
             cpu_time_ns,
         }
     }
@@ -889,10 +760,7 @@ mod tests {
             id: 0,
             mem_mib: 3968,
             vcpus: 4,
-            state: StateFlags {
-                running: true,
-                ..StateFlags::default()
-            },
+            state: StateFlags { running: true, ..StateFlags::default() },
             cpu_time_ns: 1_234_560_000_000,
         };
         let out = format_list(&[dom0, row("rx7", 4, 150_000_000)]);
@@ -913,10 +781,7 @@ mod tests {
         assert_eq!(line, format!("{name}  12       16     1 -b----       0.0"));
         let name40 = "m".repeat(40);
         let out = format_list(&[row(&name40, 3, 0)]);
-        assert_eq!(
-            out.lines().nth(1).unwrap(),
-            format!("{name40}   3       16     1 -b----       0.0")
-        );
+        assert_eq!(out.lines().nth(1).unwrap(), format!("{name40}   3       16     1 -b----       0.0"));
     }
 
     #[test]
@@ -947,10 +812,7 @@ mod tests {
     #[test]
     fn list_long_blocks() {
         let rows = [row("rx7", 4, 1_500_000_000), row("web", 5, 0)];
-        let extra = vec![vec![
-            ("weight", String::from("256")),
-            ("cmdline", String::from("a b\nc")),
-        ]];
+        let extra = vec![vec![("weight", String::from("256")), ("cmdline", String::from("a b\nc"))]];
         let out = format_list_long(&rows, &extra);
         assert_eq!(
             out,
@@ -961,10 +823,7 @@ mod tests {
         );
         let extra: [&[(&str, &str)]; 2] = [&[], &[("crash", "triple fault")]];
         let out = format_list_long(&rows, &extra);
-        assert!(
-            out.ends_with("cpu_time: 0.0 s\ncrash: triple fault\n"),
-            "{out}"
-        );
+        assert!(out.ends_with("cpu_time: 0.0 s\ncrash: triple fault\n"), "{out}");
         let none: &[[(&str, &str); 0]] = &[];
         assert_eq!(format_list_long(&[], none), "");
     }
@@ -987,15 +846,8 @@ mod tests {
 
     #[test]
     fn create_options() {
-        let a = parse_create(&[
-            "/boot/rx7.elf",
-            "name=web",
-            "memory=64",
-            "vcpus=4",
-            "extra=a b  c",
-            "weight=512",
-        ])
-        .unwrap();
+        let a =
+            parse_create(&["/boot/rx7.elf", "name=web", "memory=64", "vcpus=4", "extra=a b  c", "weight=512"]).unwrap();
         assert_eq!(a.image, "/boot/rx7.elf");
         assert_eq!(a.name.as_deref(), Some("web"));
         assert_eq!(a.memory_mib, 64);
@@ -1003,14 +855,7 @@ mod tests {
         assert_eq!(a.extra, "a b  c");
         assert_eq!(a.weight, 512);
         // Any order; `=` inside a value is kept; limits are inclusive.
-        let a = parse_create(&[
-            "extra=root=/dev/x",
-            "memory=65536",
-            "vcpus=64",
-            "weight=65535",
-            "img",
-        ])
-        .unwrap();
+        let a = parse_create(&["extra=root=/dev/x", "memory=65536", "vcpus=64", "weight=65535", "img"]).unwrap();
         assert_eq!(a.image, "img");
         assert_eq!(a.extra, "root=/dev/x");
         assert_eq!((a.memory_mib, a.vcpus, a.weight), (65536, 64, 65535));
@@ -1018,10 +863,7 @@ mod tests {
         assert_eq!((a.memory_mib, a.vcpus, a.weight), (1, 1, 1));
         assert_eq!(a.extra, "");
         // A path whose `=` is not after an identifier is the image.
-        assert_eq!(
-            parse_create(&["/mnt/a=b.elf"]).unwrap().image,
-            "/mnt/a=b.elf"
-        );
+        assert_eq!(parse_create(&["/mnt/a=b.elf"]).unwrap().image, "/mnt/a=b.elf");
         assert_eq!(parse_create(&["(hd0)/x"]).unwrap().image, "(hd0)/x");
     }
 
@@ -1032,24 +874,12 @@ mod tests {
         assert_eq!(err(&[]), usage);
         assert_eq!(err(&["name=x"]), usage);
         assert_eq!(err(&[""]), usage);
-        assert_eq!(
-            err(&["img", "foo=1"]),
-            "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=)"
-        );
+        assert_eq!(err(&["img", "foo=1"]), "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=)");
         assert_eq!(
             err(&["img", "Memory=1"]),
             "unknown option 'Memory' (expected name=, memory=, vcpus=, extra=, weight=)"
         );
-        for bad in [
-            "0",
-            "65537",
-            "",
-            "-1",
-            "+5",
-            "16M",
-            "1.5",
-            "99999999999999999999999",
-        ] {
+        for bad in ["0", "65537", "", "-1", "+5", "16M", "1.5", "99999999999999999999999"] {
             assert_eq!(
                 err(&["img", &format!("memory={bad}")]),
                 format!("memory= must be a whole number of MiB from 1 to 65536 (got '{bad}')")
@@ -1071,24 +901,12 @@ mod tests {
             err(&["img", "name=42"]),
             "name=: invalid domain name '42': it is all digits (that would read as an ID)"
         );
-        assert_eq!(
-            err(&["img", "memory=1", "memory=2"]),
-            "option 'memory=' given more than once"
-        );
-        assert_eq!(
-            err(&["img", "other"]),
-            "unexpected argument 'other' (the image is 'img'; options are key=value)"
-        );
+        assert_eq!(err(&["img", "memory=1", "memory=2"]), "option 'memory=' given more than once");
+        assert_eq!(err(&["img", "other"]), "unexpected argument 'other' (the image is 'img'; options are key=value)");
         let long = format!("extra={}", "x".repeat(1024));
-        assert_eq!(
-            err(&["img", &long]),
-            "extra= is too long (1024 bytes, at most 1023)"
-        );
+        assert_eq!(err(&["img", &long]), "extra= is too long (1024 bytes, at most 1023)");
         assert!(parse_create(&["img", &long[..long.len() - 1]]).is_ok());
-        assert_eq!(
-            err(&["img", "extra=a\x1bb"]),
-            "extra= must not contain control characters"
-        );
+        assert_eq!(err(&["img", "extra=a\x1bb"]), "extra= must not contain control characters");
         // Hostile text in errors is made printable and shortened.
         let e = err(&["img", "memory=\x1b[31m"]);
         assert!(!e.contains('\x1b'), "{e}");
@@ -1120,10 +938,7 @@ mod tests {
             assert_eq!(default_name(image), name, "{image:?}");
         }
         assert_eq!(default_name(&"x".repeat(100)), "x".repeat(63));
-        assert_eq!(
-            default_name(&"7".repeat(100)),
-            format!("dom-{}", "7".repeat(59))
-        );
+        assert_eq!(default_name(&"7".repeat(100)), format!("dom-{}", "7".repeat(59)));
     }
 
     /// xorshift64*: deterministic pseudo-random input.
@@ -1140,8 +955,8 @@ mod tests {
     #[test]
     fn random_words_never_panic() {
         const PIECES: &[&str] = &[
-            "a", "7", "-", ".", "/", "=", "é", "\x1b", " ", "name", "memory", "vcpus", "extra",
-            "weight", "Domain-0", "0", "65536", "\u{9b}", "_",
+            "a", "7", "-", ".", "/", "=", "é", "\x1b", " ", "name", "memory", "vcpus", "extra", "weight", "Domain-0",
+            "0", "65536", "\u{9b}", "_",
         ];
         let mut rng = Rng(0x1234_5678_9ABC_DEF0);
         let mut t: DomainTable<u32> = DomainTable::new();
@@ -1149,9 +964,8 @@ mod tests {
             if t.len() > 200 {
                 t = DomainTable::new();
             }
-            let word: String = (0..rng.next() % 12)
-                .map(|_| PIECES[(rng.next() % PIECES.len() as u64) as usize])
-                .collect();
+            let word: String =
+                (0..rng.next() % 12).map(|_| PIECES[(rng.next() % PIECES.len() as u64) as usize]).collect();
             let name = default_name(&word);
             assert_eq!(validate_name(&name), Ok(()), "{word:?} -> {name:?}");
             let _ = parse_create(&[&word]);

@@ -272,10 +272,28 @@ pub fn create(args: &CreateArgs, image_name: &str, file: &[u8]) -> Result<DomId,
     };
     // vCPU threads: vCPU 0 starts at the entry, the others wait for vcpu_up.
     let frame0 = TrapFrame {
-        r15: 0, r14: 0, r13: 0, r12: 0, r11: 0, r10: 0, r9: 0, r8: 0, rbp: 0,
-        rdi: START_INFO_VA, rsi: 0, rdx: 0, rcx: 0, rbx: 0, rax: 0,
-        vector: 0, error_code: 0,
-        rip: img.entry, cs: u64::from(gdt::USER_CS), rflags: 0x202, rsp: stack_top, ss: u64::from(gdt::USER_DS),
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: START_INFO_VA,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error_code: 0,
+        rip: img.entry,
+        cs: u64::from(gdt::USER_CS),
+        rflags: 0x202,
+        rsp: stack_top,
+        ss: u64::from(gdt::USER_DS),
     };
     let mut failed = false;
     with_table(|t| {
@@ -341,7 +359,8 @@ fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, ar
         if mfn == 0 {
             continue;
         }
-        let flags = paging::USER | if p & P_WRITE != 0 { paging::WRITABLE } else { 0 } | if p & P_EXEC != 0 { 0 } else { nx };
+        let flags =
+            paging::USER | if p & P_WRITE != 0 { paging::WRITABLE } else { 0 } | if p & P_EXEC != 0 { 0 } else { nx };
         m.map(pfn as u64 * PAGE_SIZE, mfn, flags, &mut || {
             let f = mm::alloc_frame()?;
             pt.push(f);
@@ -448,7 +467,8 @@ pub fn stop_current(reason: Stop) -> ! {
 pub fn reap() {
     let now = time::now_ns();
     let (exited, overdue): (Vec<DomId>, Vec<DomId>) = with_table(|t| {
-        let exited = t.iter().filter(|(_, _, d)| matches!(d.stop, Some(Stop::Exited(_)))).map(|(id, _, _)| id).collect();
+        let exited =
+            t.iter().filter(|(_, _, d)| matches!(d.stop, Some(Stop::Exited(_)))).map(|(id, _, _)| id).collect();
         let overdue = t
             .iter()
             .filter(|(_, _, d)| d.stop.is_none() && d.shutdown_deadline.is_some_and(|dl| now >= dl))

@@ -67,10 +67,7 @@ impl Segment {
 
     /// The page-aligned range `[start, end)` the segment touches.
     pub fn page_range(&self) -> (u64, u64) {
-        (
-            align_down(self.vaddr),
-            align_up(self.end()).unwrap_or(!(PAGE_SIZE - 1)),
-        )
+        (align_down(self.vaddr), align_up(self.end()).unwrap_or(!(PAGE_SIZE - 1)))
     }
 
     fn same_permissions(&self, other: &Segment) -> bool {
@@ -206,19 +203,14 @@ pub enum ElfError {
 impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::TooShort { len } => write!(
-                f,
-                "file too short for an ELF header ({len} bytes, need {EHDR_SIZE})"
-            ),
+            Self::TooShort { len } => write!(f, "file too short for an ELF header ({len} bytes, need {EHDR_SIZE})"),
             Self::BadMagic => f.write_str("not an ELF file (bad magic)"),
             Self::NotElf64(c) => write!(f, "not a 64-bit ELF file (class {c})"),
             Self::NotLittleEndian(d) => {
                 write!(f, "not a little-endian ELF file (data encoding {d})")
             }
             Self::BadVersion(v) => write!(f, "unsupported ELF version {v} (need 1)"),
-            Self::PositionIndependent => {
-                f.write_str("position-independent images are not supported")
-            }
+            Self::PositionIndependent => f.write_str("position-independent images are not supported"),
             Self::NotExecutable(t) => write!(f, "not an executable ELF file (type {t})"),
             Self::WrongMachine(m) => write!(f, "wrong machine {m:#x} (need x86_64)"),
             Self::BadHeaderSize(s) => write!(f, "ELF header size {s} is invalid"),
@@ -228,63 +220,34 @@ impl fmt::Display for ElfError {
             Self::BadPhnum(n) => {
                 write!(f, "{n} program headers (need 1 to {MAX_PHNUM})")
             }
-            Self::PhdrsOutsideFile {
-                offset,
-                count,
-                file_len,
-            } => write!(
+            Self::PhdrsOutsideFile { offset, count, file_len } => write!(
                 f,
                 "{count} program headers at offset {offset:#x} extend past the end of \
                  the file ({file_len} bytes)"
             ),
             Self::Dynamic => f.write_str("dynamically linked images are not supported"),
-            Self::FileSizeExceedsMemSize {
-                index,
-                file_size,
-                mem_size,
-            } => write!(
+            Self::FileSizeExceedsMemSize { index, file_size, mem_size } => write!(
                 f,
                 "segment {index} has more file data ({file_size:#x} bytes) than memory \
                  ({mem_size:#x} bytes)"
             ),
-            Self::DataOutsideFile {
-                index,
-                offset,
-                file_size,
-                file_len,
-            } => write!(
+            Self::DataOutsideFile { index, offset, file_size, file_len } => write!(
                 f,
                 "segment {index} data ({file_size:#x} bytes at offset {offset:#x}) extends \
                  past the end of the file ({file_len} bytes)"
             ),
-            Self::BelowBase { index, vaddr } => write!(
-                f,
-                "segment {index} at {vaddr:#x} is below the image base {IMAGE_BASE:#x}"
-            ),
-            Self::Wraps {
-                index,
-                vaddr,
-                mem_size,
-            } => write!(
+            Self::BelowBase { index, vaddr } => {
+                write!(f, "segment {index} at {vaddr:#x} is below the image base {IMAGE_BASE:#x}")
+            }
+            Self::Wraps { index, vaddr, mem_size } => write!(
                 f,
                 "segment {index} at {vaddr:#x} ({mem_size:#x} bytes) wraps around the \
                  address space"
             ),
-            Self::TooLarge {
-                index,
-                needs,
-                mem_bytes,
-            } => write!(
-                f,
-                "segment {index} needs {} but the domain has {}",
-                Size(needs),
-                Size(mem_bytes)
-            ),
-            Self::Misaligned {
-                index,
-                offset,
-                vaddr,
-            } => write!(
+            Self::TooLarge { index, needs, mem_bytes } => {
+                write!(f, "segment {index} needs {} but the domain has {}", Size(needs), Size(mem_bytes))
+            }
+            Self::Misaligned { index, offset, vaddr } => write!(
                 f,
                 "segment {index} file offset {offset:#x} and address {vaddr:#x} differ \
                  modulo the page size ({PAGE_SIZE})"
@@ -292,11 +255,7 @@ impl fmt::Display for ElfError {
             Self::TooManySegments => {
                 write!(f, "too many loadable segments (at most {MAX_SEGMENTS})")
             }
-            Self::Overlap {
-                first,
-                second,
-                addr,
-            } => write!(f, "segments {first} and {second} overlap at {addr:#x}"),
+            Self::Overlap { first, second, addr } => write!(f, "segments {first} and {second} overlap at {addr:#x}"),
             Self::NoSegments => f.write_str("no loadable segments"),
             Self::EntryNotExecutable(e) => {
                 write!(f, "entry point {e:#x} is not in an executable segment")
@@ -344,21 +303,15 @@ fn align_up(x: u64) -> Option<u64> {
 }
 
 fn read_u16(b: &[u8], off: usize) -> u16 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<2>())
-        .map_or(0, |a| u16::from_le_bytes(*a))
+    b.get(off..).and_then(|s| s.first_chunk::<2>()).map_or(0, |a| u16::from_le_bytes(*a))
 }
 
 fn read_u32(b: &[u8], off: usize) -> u32 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<4>())
-        .map_or(0, |a| u32::from_le_bytes(*a))
+    b.get(off..).and_then(|s| s.first_chunk::<4>()).map_or(0, |a| u32::from_le_bytes(*a))
 }
 
 fn read_u64(b: &[u8], off: usize) -> u64 {
-    b.get(off..)
-        .and_then(|s| s.first_chunk::<8>())
-        .map_or(0, |a| u64::from_le_bytes(*a))
+    b.get(off..).and_then(|s| s.first_chunk::<8>()).map_or(0, |a| u64::from_le_bytes(*a))
 }
 
 /// One raw program header.
@@ -394,9 +347,7 @@ impl Phdr {
 /// executable segment. Program header types other than `PT_LOAD` are ignored,
 /// except `PT_INTERP` and `PT_DYNAMIC`, which are refused.
 pub fn parse(file: &[u8], mem_bytes: u64) -> Result<ElfImage, ElfError> {
-    let ehdr = file
-        .get(..EHDR_SIZE)
-        .ok_or(ElfError::TooShort { len: file.len() })?;
+    let ehdr = file.get(..EHDR_SIZE).ok_or(ElfError::TooShort { len: file.len() })?;
     if !ehdr.starts_with(b"\x7fELF") {
         return Err(ElfError::BadMagic);
     }
@@ -444,11 +395,7 @@ pub fn parse(file: &[u8], mem_bytes: u64) -> Result<ElfImage, ElfError> {
             let end = start.checked_add(usize::from(e_phnum) * PHDR_SIZE)?;
             file.get(start..end)
         })
-        .ok_or(ElfError::PhdrsOutsideFile {
-            offset: e_phoff,
-            count: e_phnum,
-            file_len: file.len(),
-        })?;
+        .ok_or(ElfError::PhdrsOutsideFile { offset: e_phoff, count: e_phnum, file_len: file.len() })?;
 
     // Everything the image may occupy ends where the initial stack starts.
     let limit = align_down(mem_bytes.saturating_sub(INITIAL_STACK_BYTES));
@@ -462,19 +409,12 @@ pub fn parse(file: &[u8], mem_bytes: u64) -> Result<ElfImage, ElfError> {
             _ => continue,
         }
         if ph.file_size > ph.mem_size {
-            return Err(ElfError::FileSizeExceedsMemSize {
-                index,
-                file_size: ph.file_size,
-                mem_size: ph.mem_size,
-            });
+            return Err(ElfError::FileSizeExceedsMemSize { index, file_size: ph.file_size, mem_size: ph.mem_size });
         }
         if ph.mem_size == 0 {
             continue;
         }
-        let data_fits = ph
-            .offset
-            .checked_add(ph.file_size)
-            .is_some_and(|end| end <= file.len() as u64);
+        let data_fits = ph.offset.checked_add(ph.file_size).is_some_and(|end| end <= file.len() as u64);
         if !data_fits {
             return Err(ElfError::DataOutsideFile {
                 index,
@@ -484,31 +424,16 @@ pub fn parse(file: &[u8], mem_bytes: u64) -> Result<ElfImage, ElfError> {
             });
         }
         if ph.vaddr < IMAGE_BASE {
-            return Err(ElfError::BelowBase {
-                index,
-                vaddr: ph.vaddr,
-            });
+            return Err(ElfError::BelowBase { index, vaddr: ph.vaddr });
         }
         let Some(page_end) = ph.vaddr.checked_add(ph.mem_size).and_then(align_up) else {
-            return Err(ElfError::Wraps {
-                index,
-                vaddr: ph.vaddr,
-                mem_size: ph.mem_size,
-            });
+            return Err(ElfError::Wraps { index, vaddr: ph.vaddr, mem_size: ph.mem_size });
         };
         if page_end > limit {
-            return Err(ElfError::TooLarge {
-                index,
-                needs: page_end.saturating_add(INITIAL_STACK_BYTES),
-                mem_bytes,
-            });
+            return Err(ElfError::TooLarge { index, needs: page_end.saturating_add(INITIAL_STACK_BYTES), mem_bytes });
         }
         if ph.offset % PAGE_SIZE != ph.vaddr % PAGE_SIZE {
-            return Err(ElfError::Misaligned {
-                index,
-                offset: ph.offset,
-                vaddr: ph.vaddr,
-            });
+            return Err(ElfError::Misaligned { index, offset: ph.offset, vaddr: ph.vaddr });
         }
         if segments.len() == MAX_SEGMENTS {
             return Err(ElfError::TooManySegments);
@@ -542,22 +467,11 @@ pub fn parse(file: &[u8], mem_bytes: u64) -> Result<ElfImage, ElfError> {
         }
     }
 
-    if !segments
-        .iter()
-        .any(|s| s.exec && s.vaddr <= e_entry && e_entry < s.end())
-    {
+    if !segments.iter().any(|s| s.exec && s.vaddr <= e_entry && e_entry < s.end()) {
         return Err(ElfError::EntryNotExecutable(e_entry));
     }
-    let image_end = segments
-        .iter()
-        .map(|s| s.page_range().1)
-        .max()
-        .unwrap_or(IMAGE_BASE);
-    Ok(ElfImage {
-        entry: e_entry,
-        segments,
-        image_end,
-    })
+    let image_end = segments.iter().map(|s| s.page_range().1).max().unwrap_or(IMAGE_BASE);
+    Ok(ElfImage { entry: e_entry, segments, image_end })
 }
 
 /// A short human-readable summary of a segment's permissions, `r-x` style.
@@ -590,25 +504,11 @@ mod tests {
     }
 
     fn load(flags: u32, offset: u64, vaddr: u64, file_size: u64, mem_size: u64) -> Ph {
-        Ph {
-            p_type: PT_LOAD,
-            flags,
-            offset,
-            vaddr,
-            file_size,
-            mem_size,
-        }
+        Ph { p_type: PT_LOAD, flags, offset, vaddr, file_size, mem_size }
     }
 
     fn other(p_type: u32) -> Ph {
-        Ph {
-            p_type,
-            flags: PF_R,
-            offset: 0,
-            vaddr: 0,
-            file_size: 0,
-            mem_size: 0,
-        }
+        Ph { p_type, flags: PF_R, offset: 0, vaddr: 0, file_size: 0, mem_size: 0 }
     }
 
     /// Builds ELF64 images in memory: a header at 0, program headers at 64,
@@ -739,20 +639,11 @@ mod tests {
 
     #[test]
     fn header_errors() {
-        assert_eq!(
-            parse(&[], MEM).unwrap_err().to_string(),
-            "file too short for an ELF header (0 bytes, need 64)"
-        );
+        assert_eq!(parse(&[], MEM).unwrap_err().to_string(), "file too short for an ELF header (0 bytes, need 64)");
         let mut f = Builder::new().build();
-        assert!(matches!(
-            parse(&f[..63], MEM),
-            Err(ElfError::TooShort { len: 63 })
-        ));
+        assert!(matches!(parse(&f[..63], MEM), Err(ElfError::TooShort { len: 63 })));
         f[1] = b'X';
-        assert_eq!(
-            parse(&f, MEM).unwrap_err().to_string(),
-            "not an ELF file (bad magic)"
-        );
+        assert_eq!(parse(&f, MEM).unwrap_err().to_string(), "not an ELF file (bad magic)");
 
         let mut b = Builder::new();
         b.class = 1;
@@ -794,10 +685,7 @@ mod tests {
         assert_eq!(b.err(), "33 program headers (need 1 to 32)");
         let mut b = Builder::new();
         b.phoff = 0x2500 - 100;
-        assert_eq!(
-            b.err(),
-            "3 program headers at offset 0x249c extend past the end of the file (9472 bytes)"
-        );
+        assert_eq!(b.err(), "3 program headers at offset 0x249c extend past the end of the file (9472 bytes)");
         b.phoff = u64::MAX - 10;
         assert!(matches!(b.parse(), Err(ElfError::PhdrsOutsideFile { .. })));
         // The table may sit anywhere inside the file.
@@ -821,10 +709,7 @@ mod tests {
         for t in [PT_INTERP, PT_DYNAMIC] {
             let mut phdrs = Builder::new().phdrs;
             phdrs.push(other(t));
-            assert_eq!(
-                Builder::new().phdrs(phdrs).err(),
-                "dynamically linked images are not supported"
-            );
+            assert_eq!(Builder::new().phdrs(phdrs).err(), "dynamically linked images are not supported");
         }
     }
 
@@ -839,19 +724,13 @@ mod tests {
             p.file_size = u64::MAX;
             phdrs.push(p);
         }
-        assert_eq!(
-            Builder::new().phdrs(phdrs).parse().unwrap().segments.len(),
-            2
-        );
+        assert_eq!(Builder::new().phdrs(phdrs).parse().unwrap().segments.len(), 2);
     }
 
     #[test]
     fn segment_file_errors() {
         let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0x2000, 0x1000)]);
-        assert_eq!(
-            b.err(),
-            "segment 0 has more file data (0x2000 bytes) than memory (0x1000 bytes)"
-        );
+        assert_eq!(b.err(), "segment 0 has more file data (0x2000 bytes) than memory (0x1000 bytes)");
         let b = Builder::new().phdrs(vec![
             load(PF_R | PF_X, 0, 0x200000, 0x1000, 0x1000),
             load(PF_R | PF_W, 0x2000, 0x202000, 0x600, 0x1000),
@@ -861,13 +740,7 @@ mod tests {
             "segment 1 data (0x600 bytes at offset 0x2000) extends past the end of the file \
              (9472 bytes)"
         );
-        let b = Builder::new().phdrs(vec![load(
-            PF_R | PF_X,
-            u64::MAX - 0xfff,
-            0x200000,
-            0x2000,
-            0x2000,
-        )]);
+        let b = Builder::new().phdrs(vec![load(PF_R | PF_X, u64::MAX - 0xfff, 0x200000, 0x2000, 0x2000)]);
         assert!(matches!(b.parse(), Err(ElfError::DataOutsideFile { .. })));
         // Data ending exactly at the end of the file is fine.
         let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0x2000, 0x202000, 0x500, 0x500)]);
@@ -883,10 +756,7 @@ mod tests {
             load(PF_R, 0, 0x201000, 0, 0x1000),
             load(PF_R | PF_W, 0x1000, 0x1000, 0x100, 0x1000),
         ]);
-        assert_eq!(
-            b.err(),
-            "segment 2 at 0x1000 is below the image base 0x200000"
-        );
+        assert_eq!(b.err(), "segment 2 at 0x1000 is below the image base 0x200000");
         let b = Builder::new().phdrs(vec![load(
             PF_R | PF_X,
             0,
@@ -896,17 +766,8 @@ mod tests {
         )]);
         assert_eq!(b.err(), "segment 0 needs 3.0 GiB but the domain has 16 MiB");
         let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0x1000, u64::MAX)]);
-        assert_eq!(
-            b.err(),
-            "segment 0 at 0x200000 (0xffffffffffffffff bytes) wraps around the address space"
-        );
-        let b = Builder::new().phdrs(vec![load(
-            PF_R | PF_X,
-            0,
-            0xffff_ffff_ffff_f000,
-            0x800,
-            0x800,
-        )]);
+        assert_eq!(b.err(), "segment 0 at 0x200000 (0xffffffffffffffff bytes) wraps around the address space");
+        let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0xffff_ffff_ffff_f000, 0x800, 0x800)]);
         assert!(matches!(b.parse(), Err(ElfError::Wraps { .. })));
     }
 
@@ -915,34 +776,16 @@ mod tests {
         let top = MEM - INITIAL_STACK_BYTES;
         let ok = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0x1000, top - 0x200000)]);
         assert_eq!(ok.parse().unwrap().image_end, top);
-        let bad = Builder::new().phdrs(vec![load(
-            PF_R | PF_X,
-            0,
-            0x200000,
-            0x1000,
-            top - 0x200000 + 1,
-        )]);
-        assert_eq!(
-            bad.err(),
-            "segment 0 needs 16.1 MiB but the domain has 16 MiB"
-        );
+        let bad = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0x1000, top - 0x200000 + 1)]);
+        assert_eq!(bad.err(), "segment 0 needs 16.1 MiB but the domain has 16 MiB");
         assert!(matches!(
             bad.parse(),
             Err(ElfError::TooLarge { index: 0, needs, mem_bytes: MEM }) if needs == MEM + PAGE_SIZE
         ));
         // A domain too small for even the stack and the image base.
         let f = Builder::new().build();
-        for mem in [
-            0,
-            1,
-            INITIAL_STACK_BYTES,
-            IMAGE_BASE,
-            IMAGE_BASE + INITIAL_STACK_BYTES,
-        ] {
-            assert!(
-                matches!(parse(&f, mem), Err(ElfError::TooLarge { .. })),
-                "{mem}"
-            );
+        for mem in [0, 1, INITIAL_STACK_BYTES, IMAGE_BASE, IMAGE_BASE + INITIAL_STACK_BYTES] {
+            assert!(matches!(parse(&f, mem), Err(ElfError::TooLarge { .. })), "{mem}");
         }
         // An unaligned memory size: the last partial page is not usable.
         assert!(parse(&f, IMAGE_BASE + 0x5000 + INITIAL_STACK_BYTES).is_ok());
@@ -953,10 +796,7 @@ mod tests {
     #[test]
     fn misaligned_segments_are_refused() {
         let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0x10, 0x200000, 0x100, 0x100)]);
-        assert_eq!(
-            b.err(),
-            "segment 0 file offset 0x10 and address 0x200000 differ modulo the page size (4096)"
-        );
+        assert_eq!(b.err(), "segment 0 file offset 0x10 and address 0x200000 differ modulo the page size (4096)");
         // Unaligned but congruent is fine.
         let mut b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0x1010, 0x201010, 0x100, 0x100)]);
         b.entry = 0x201010;
@@ -968,10 +808,7 @@ mod tests {
         let mut phdrs = Builder::new().phdrs;
         // Would be below the base and outside the file, but it is empty.
         phdrs.insert(0, load(PF_R, u64::MAX, 0, 0, 0));
-        assert_eq!(
-            Builder::new().phdrs(phdrs).parse().unwrap().segments.len(),
-            2
-        );
+        assert_eq!(Builder::new().phdrs(phdrs).parse().unwrap().segments.len(), 2);
         let b = Builder::new().phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0, 0)]);
         assert_eq!(b.err(), "no loadable segments");
         let b = Builder::new().phdrs(vec![other(4)]);
@@ -1001,10 +838,8 @@ mod tests {
         ]);
         assert_eq!(b.err(), "segments 1 and 2 overlap at 0x203000");
         // Fully contained, reported with the later page start.
-        let b = Builder::new().phdrs(vec![
-            load(PF_R | PF_X, 0, 0x200000, 0x1000, 0x10000),
-            load(PF_R, 0x1000, 0x205000, 0x100, 0x100),
-        ]);
+        let b = Builder::new()
+            .phdrs(vec![load(PF_R | PF_X, 0, 0x200000, 0x1000, 0x10000), load(PF_R, 0x1000, 0x205000, 0x100, 0x100)]);
         assert_eq!(b.err(), "segments 0 and 1 overlap at 0x205000");
         // Identical permissions may share pages.
         let b = Builder::new().phdrs(vec![
@@ -1032,10 +867,7 @@ mod tests {
         b.entry = 0x123;
         assert_eq!(b.err(), "entry point 0x123 is not in an executable segment");
         b.entry = 0x202000; // the data segment
-        assert!(matches!(
-            b.parse(),
-            Err(ElfError::EntryNotExecutable(0x202000))
-        ));
+        assert!(matches!(b.parse(), Err(ElfError::EntryNotExecutable(0x202000))));
         b.entry = 0x201800; // one past the text segment
         assert!(b.parse().is_err());
         b.entry = 0x2017ff;
@@ -1076,10 +908,7 @@ mod tests {
             assert!(s.file_offset + s.file_size <= file.len() as u64);
             assert_eq!(s.file_offset % PAGE_SIZE, s.vaddr % PAGE_SIZE);
         }
-        assert!(img
-            .segments
-            .iter()
-            .any(|s| s.exec && (s.vaddr..s.end()).contains(&img.entry)));
+        assert!(img.segments.iter().any(|s| s.exec && (s.vaddr..s.end()).contains(&img.entry)));
     }
 
     #[test]
@@ -1091,11 +920,7 @@ mod tests {
             let mut f = base.clone();
             for _ in 0..1 + rng.next() % 4 {
                 // Mostly mutate the headers, sometimes anywhere.
-                let span = if rng.next().is_multiple_of(4) {
-                    f.len()
-                } else {
-                    64 + 3 * PHDR_SIZE
-                };
+                let span = if rng.next().is_multiple_of(4) { f.len() } else { 64 + 3 * PHDR_SIZE };
                 let at = (rng.next() % span as u64) as usize;
                 match rng.next() % 4 {
                     0 => {

@@ -156,18 +156,12 @@ fn subtract(src: &[Range], holes: &[Range]) -> Vec<Range> {
                 break;
             }
             if h.start > cur {
-                out.push(Range {
-                    start: cur,
-                    end: h.start,
-                });
+                out.push(Range { start: cur, end: h.start });
             }
             cur = cur.max(h.end);
         }
         if cur < r.end {
-            out.push(Range {
-                start: cur,
-                end: r.end,
-            });
+            out.push(Range { start: cur, end: r.end });
         }
     }
     out
@@ -176,10 +170,7 @@ fn subtract(src: &[Range], holes: &[Range]) -> Vec<Range> {
 /// Widens a range outward to page boundaries (saturating at the top of the
 /// address space).
 fn widen(start: u64, end: u64) -> Range {
-    Range {
-        start: align_down(start),
-        end: align_up(end).unwrap_or(u64::MAX),
-    }
+    Range { start: align_down(start), end: align_up(end).unwrap_or(u64::MAX) }
 }
 
 /// Computes the RAM the frame allocator may hand out.
@@ -253,12 +244,10 @@ pub fn carve(free: &mut Vec<Range>, bytes: u64, limit: u64) -> Option<u64> {
 /// Lowest and (exclusive) highest frame number over all whole frames in
 /// `free`.
 fn frame_bounds(free: &[Range]) -> Option<(u64, u64)> {
-    free.iter()
-        .filter_map(frame_span)
-        .fold(None, |acc, (s, e)| match acc {
-            None => Some((s, e)),
-            Some((ls, le)) => Some((ls.min(s), le.max(e))),
-        })
+    free.iter().filter_map(frame_span).fold(None, |acc, (s, e)| match acc {
+        None => Some((s, e)),
+        Some((ls, le)) => Some((ls.min(s), le.max(e))),
+    })
 }
 
 /// The number of `u64` words a [`FrameAllocator`] bitmap for `free` needs
@@ -302,10 +291,7 @@ impl<'a> FrameAllocator<'a> {
         let managed = normalize(
             free.iter()
                 .filter_map(frame_span)
-                .map(|(s, e)| Range {
-                    start: s * PAGE_SIZE,
-                    end: e * PAGE_SIZE,
-                })
+                .map(|(s, e)| Range { start: s * PAGE_SIZE, end: e * PAGE_SIZE })
                 .collect(),
         );
         let (base_frame, end_frame) = frame_bounds(&managed).unwrap_or((0, 0));
@@ -313,15 +299,7 @@ impl<'a> FrameAllocator<'a> {
         let words = usize::try_from(span.div_ceil(64)).ok()?;
         let bits = storage.get_mut(..words)?;
         bits.fill(0);
-        let mut alloc = FrameAllocator {
-            bits,
-            base_frame,
-            span,
-            managed,
-            free: 0,
-            total: 0,
-            hint: 0,
-        };
+        let mut alloc = FrameAllocator { bits, base_frame, span, managed, free: 0, total: 0, hint: 0 };
         for i in 0..alloc.managed.len() {
             let Some(r) = alloc.managed.get(i).copied() else {
                 break;
@@ -342,15 +320,8 @@ impl<'a> FrameAllocator<'a> {
         while i < to {
             let bit = i % 64;
             let n = (64 - bit).min(to - i);
-            let mask = if n == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << n) - 1) << bit
-            };
-            let Some(word) = usize::try_from(i / 64)
-                .ok()
-                .and_then(|w| self.bits.get_mut(w))
-            else {
+            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << bit };
+            let Some(word) = usize::try_from(i / 64).ok().and_then(|w| self.bits.get_mut(w)) else {
                 return;
             };
             if free {
@@ -368,16 +339,8 @@ impl<'a> FrameAllocator<'a> {
         while i < to {
             let bit = i % 64;
             let n = (64 - bit).min(to - i);
-            let mask = if n == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << n) - 1) << bit
-            };
-            let word = usize::try_from(i / 64)
-                .ok()
-                .and_then(|w| self.bits.get(w))
-                .copied()
-                .unwrap_or(0);
+            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << bit };
+            let word = usize::try_from(i / 64).ok().and_then(|w| self.bits.get(w)).copied().unwrap_or(0);
             let used = !word & mask;
             if used != 0 {
                 return Some(i - bit + u64::from(used.trailing_zeros()));
@@ -415,10 +378,7 @@ impl<'a> FrameAllocator<'a> {
             return None;
         }
         let i = self.managed.partition_point(|r| r.end <= paddr);
-        self.managed
-            .get(i)
-            .filter(|r| r.contains(paddr))
-            .map(|_| idx)
+        self.managed.get(i).filter(|r| r.contains(paddr)).map(|_| idx)
     }
 
     /// Allocates one frame and returns its physical address.
@@ -456,9 +416,7 @@ impl<'a> FrameAllocator<'a> {
         let align = u64::try_from(align_frames.max(1)).ok()?;
         let aligned_index = |idx: u64| -> Option<u64> {
             let frame = self.base_frame.checked_add(idx)?;
-            frame
-                .checked_next_multiple_of(align)?
-                .checked_sub(self.base_frame)
+            frame.checked_next_multiple_of(align)?.checked_sub(self.base_frame)
         };
         let mut i = aligned_index(self.first_free(0)?)?;
         loop {
@@ -484,10 +442,8 @@ impl<'a> FrameAllocator<'a> {
             return Err(FrameError::Misaligned(paddr));
         }
         let idx = self.index_of(paddr).ok_or(FrameError::OutOfRange(paddr))?;
-        let word = usize::try_from(idx / 64)
-            .ok()
-            .and_then(|w| self.bits.get_mut(w))
-            .ok_or(FrameError::OutOfRange(paddr))?;
+        let word =
+            usize::try_from(idx / 64).ok().and_then(|w| self.bits.get_mut(w)).ok_or(FrameError::OutOfRange(paddr))?;
         let mask = 1u64 << (idx % 64);
         if *word & mask != 0 {
             return Err(FrameError::DoubleFree(paddr));
@@ -541,17 +497,10 @@ impl BumpFrames {
         let free = normalize(
             free.iter()
                 .filter_map(frame_span)
-                .map(|(s, e)| Range {
-                    start: s * PAGE_SIZE,
-                    end: e * PAGE_SIZE,
-                })
+                .map(|(s, e)| Range { start: s * PAGE_SIZE, end: e * PAGE_SIZE })
                 .collect(),
         );
-        BumpFrames {
-            free,
-            limit,
-            allocated: 0,
-        }
+        BumpFrames { free, limit, allocated: 0 }
     }
 
     /// The lowest free frame below the limit, removed from the free ranges.
@@ -595,11 +544,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn region(start: u64, end: u64, kind: RegionKind) -> MemRegion {
-        MemRegion {
-            start,
-            len: end - start,
-            kind,
-        }
+        MemRegion { start, len: end - start, kind }
     }
 
     fn r(start: u64, end: u64) -> Range {
@@ -615,11 +560,7 @@ mod tests {
             region(0xf0000, 0x100000, Reserved),
             region(0x100000, 0x7fe0000, Usable),
             region(0x7fe0000, 0x8000000, Reserved),
-            MemRegion {
-                start: 0xfffc0000,
-                len: 0x40000,
-                kind: Reserved,
-            },
+            MemRegion { start: 0xfffc0000, len: 0x40000, kind: Reserved },
         ]
     }
 
@@ -661,11 +602,9 @@ mod tests {
         for f in forbidden(map, reserved) {
             assert!(!page.overlaps(&f), "frame {frame:#x} overlaps {f:x?}");
         }
-        let in_usable = map.iter().any(|m| {
-            m.kind == RegionKind::Usable
-                && m.start <= frame
-                && m.end().is_some_and(|e| page.end <= e)
-        });
+        let in_usable = map
+            .iter()
+            .any(|m| m.kind == RegionKind::Usable && m.start <= frame && m.end().is_some_and(|e| page.end <= e));
         assert!(in_usable, "frame {frame:#x} is not in usable RAM");
     }
 
@@ -673,14 +612,7 @@ mod tests {
     fn qemu_free_ranges() {
         let free = free_ranges(&qemu_map(), &qemu_reserved());
         // Kernel, module and boot info are widened to whole pages.
-        assert_eq!(
-            free,
-            vec![
-                r(0x1a4000, 0x400000),
-                r(0x535000, 0x600000),
-                r(0x601000, 0x7fe0000)
-            ]
-        );
+        assert_eq!(free, vec![r(0x1a4000, 0x400000), r(0x535000, 0x600000), r(0x601000, 0x7fe0000)]);
         // Without reservations only the first MiB and the map's holes go.
         assert_eq!(free_ranges(&qemu_map(), &[]), vec![r(0x100000, 0x7fe0000)]);
     }
@@ -728,12 +660,7 @@ mod tests {
         assert_well_formed(&free);
         assert_eq!(
             free,
-            vec![
-                r(0x200000, 0x400000),
-                r(0x500000, 0x600000),
-                r(0x601000, 0xa00000),
-                r(0xb00000, 0xf00000),
-            ]
+            vec![r(0x200000, 0x400000), r(0x500000, 0x600000), r(0x601000, 0xa00000), r(0xb00000, 0xf00000),]
         );
         // Order of the map does not matter.
         let mut reversed = map.clone();
@@ -746,56 +673,24 @@ mod tests {
         use RegionKind::*;
         let map = vec![
             region(0x100000, 0x400000, Usable),
-            MemRegion {
-                start: 0x200000,
-                len: 0,
-                kind: Reserved,
-            },
-            MemRegion {
-                start: 0x300000,
-                len: 0,
-                kind: Usable,
-            },
+            MemRegion { start: 0x200000, len: 0, kind: Reserved },
+            MemRegion { start: 0x300000, len: 0, kind: Usable },
             // Usable entry that wraps: dropped, not "everything is RAM".
-            MemRegion {
-                start: 0x1000_0000,
-                len: u64::MAX,
-                kind: Usable,
-            },
+            MemRegion { start: 0x1000_0000, len: u64::MAX, kind: Usable },
             // Usable entry far beyond any real physical address: cut off.
-            MemRegion {
-                start: u64::MAX - 0xfff,
-                len: 0x1000,
-                kind: Usable,
-            },
-            MemRegion {
-                start: 1 << 60,
-                len: 1 << 40,
-                kind: Usable,
-            },
+            MemRegion { start: u64::MAX - 0xfff, len: 0x1000, kind: Usable },
+            MemRegion { start: 1 << 60, len: 1 << 40, kind: Usable },
         ];
         assert_eq!(free_ranges(&map, &[]), vec![r(0x100000, 0x400000)]);
 
         // A reserved entry that wraps removes everything above its start.
-        let map = vec![
-            region(0x100000, 0x800000, Usable),
-            MemRegion {
-                start: 0x400123,
-                len: u64::MAX,
-                kind: Reserved,
-            },
-        ];
+        let map =
+            vec![region(0x100000, 0x800000, Usable), MemRegion { start: 0x400123, len: u64::MAX, kind: Reserved }];
         assert_eq!(free_ranges(&map, &[]), vec![r(0x100000, 0x400000)]);
         // So does a reserved range ending at the very top.
-        assert_eq!(
-            free_ranges(&map[..1], &[r(0x300001, u64::MAX)]),
-            vec![r(0x100000, 0x300000)]
-        );
+        assert_eq!(free_ranges(&map[..1], &[r(0x300001, u64::MAX)]), vec![r(0x100000, 0x300000)]);
         // Inverted reserved ranges are empty.
-        assert_eq!(
-            free_ranges(&map[..1], &[r(0x500000, 0x200000)]),
-            vec![r(0x100000, 0x800000)]
-        );
+        assert_eq!(free_ranges(&map[..1], &[r(0x500000, 0x200000)]), vec![r(0x100000, 0x800000)]);
         // Unaligned usable edges shrink inward.
         let map = vec![region(0x100001, 0x204fff, Usable)];
         assert_eq!(free_ranges(&map, &[]), vec![r(0x101000, 0x204000)]);
@@ -815,11 +710,7 @@ mod tests {
 
     #[test]
     fn carve_lowest_fit_below_limit() {
-        let mut free = vec![
-            r(0x100000, 0x102000),
-            r(0x200000, 0x400000),
-            r(0x800000, 0x900000),
-        ];
+        let mut free = vec![r(0x100000, 0x102000), r(0x200000, 0x400000), r(0x800000, 0x900000)];
         // Too big for the first range: comes from the second.
         assert_eq!(carve(&mut free, 0x2001, u64::MAX), Some(0x200000));
         assert_eq!(free[1], r(0x203000, 0x400000));
@@ -846,10 +737,7 @@ mod tests {
         assert_eq!(bitmap_words(&[r(0x100000, 0x100000 + 64 * PAGE_SIZE)]), 1);
         assert_eq!(bitmap_words(&[r(0x100000, 0x100000 + 65 * PAGE_SIZE)]), 2);
         // Spans the hole between ranges; order does not matter.
-        assert_eq!(
-            bitmap_words(&[r(0x40000000, 0x40001000), r(0x100000, 0x101000)]),
-            4093
-        );
+        assert_eq!(bitmap_words(&[r(0x40000000, 0x40001000), r(0x100000, 0x101000)]), 4093);
 
         let free = vec![r(0x100000, 0x200000)];
         let mut small = vec![0u64; bitmap_words(&free) - 1];
@@ -861,11 +749,7 @@ mod tests {
 
     #[test]
     fn holes_between_ranges_are_never_handed_out() {
-        let free = vec![
-            r(0x100000, 0x103000),
-            r(0x180000, 0x181000),
-            r(0x300000, 0x302000),
-        ];
+        let free = vec![r(0x100000, 0x103000), r(0x180000, 0x181000), r(0x300000, 0x302000)];
         let mut storage = vec![u64::MAX; bitmap_words(&free) + 3]; // dirty storage
         let mut fa = FrameAllocator::new(&free, &mut storage).unwrap();
         assert_eq!(fa.total_frames(), 6);
@@ -874,10 +758,7 @@ mod tests {
             got.push(f);
         }
         got.sort_unstable();
-        assert_eq!(
-            got,
-            vec![0x100000, 0x101000, 0x102000, 0x180000, 0x300000, 0x301000]
-        );
+        assert_eq!(got, vec![0x100000, 0x101000, 0x102000, 0x180000, 0x300000, 0x301000]);
         assert_eq!(fa.free(0x200000), Err(FrameError::OutOfRange(0x200000)));
         assert_eq!(fa.free(0x0), Err(FrameError::OutOfRange(0)));
         assert_eq!(fa.free(0x400000), Err(FrameError::OutOfRange(0x400000)));
@@ -918,17 +799,9 @@ mod tests {
         // Never allocated at all: also a double free.
         assert_eq!(fa.free(0x10f000), Err(FrameError::DoubleFree(0x10f000)));
         assert_eq!(fa.free_frames(), fa.total_frames());
-        assert_eq!(
-            FrameError::DoubleFree(0x1000).to_string(),
-            "frame 0x1000 freed twice"
-        );
-        assert_eq!(
-            FrameError::Misaligned(0x1008).to_string(),
-            "frame address 0x1008 is not page aligned"
-        );
-        assert!(FrameError::OutOfRange(0)
-            .to_string()
-            .contains("not managed"));
+        assert_eq!(FrameError::DoubleFree(0x1000).to_string(), "frame 0x1000 freed twice");
+        assert_eq!(FrameError::Misaligned(0x1008).to_string(), "frame address 0x1008 is not page aligned");
+        assert!(FrameError::OutOfRange(0).to_string().contains("not managed"));
     }
 
     #[test]
@@ -1006,11 +879,7 @@ mod tests {
 
     #[test]
     fn overlapping_input_ranges_count_once() {
-        let free = vec![
-            r(0x200000, 0x300000),
-            r(0x100000, 0x280000),
-            r(0x100800, 0x101800),
-        ];
+        let free = vec![r(0x200000, 0x300000), r(0x100000, 0x280000), r(0x100800, 0x101800)];
         let mut storage = vec![0u64; bitmap_words(&free)];
         let fa = FrameAllocator::new(&free, &mut storage).unwrap();
         assert_eq!(fa.total_frames(), 0x200);
@@ -1046,14 +915,8 @@ mod tests {
 
     #[test]
     fn bump_skips_small_and_high_ranges() {
-        let mut bump = BumpFrames::new(
-            vec![
-                r(0x300000, 0x302000),
-                r(0x100800, 0x101800),
-                r(0x200000, 0x201000),
-            ],
-            0x301000,
-        );
+        let mut bump =
+            BumpFrames::new(vec![r(0x300000, 0x302000), r(0x100800, 0x101800), r(0x200000, 0x201000)], 0x301000);
         // The unaligned range holds no whole frame.
         assert_eq!(bump.alloc(), Some(0x200000));
         assert_eq!(bump.alloc(), Some(0x300000));

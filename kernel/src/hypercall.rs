@@ -121,7 +121,7 @@ fn vcpu_up(dom: DomId, which: u64, rip: u64, rsp: u64, arg: u64) -> Result<u64, 
         if v.started {
             return Err(Error::Invalid);
         }
-        if !d.can_exec(rip) || rsp > d.mem_bytes || rsp % 16 != 0 {
+        if !d.can_exec(rip) || rsp > d.mem_bytes || !rsp.is_multiple_of(16) {
             return Err(Error::Invalid);
         }
         let v = d.vcpus.get_mut(i).ok_or(Error::Invalid)?;
@@ -141,7 +141,13 @@ pub fn guest_exception(f: &TrapFrame) -> ! {
     let (mn, name) = exception_name(f.vector);
     let reason = if f.vector == 14 {
         let cr2 = cpu::read_cr2();
-        let op = if f.error_code & 16 != 0 { "execute" } else if f.error_code & 2 != 0 { "write" } else { "read" };
+        let op = if f.error_code & 16 != 0 {
+            "execute"
+        } else if f.error_code & 2 != 0 {
+            "write"
+        } else {
+            "read"
+        };
         let why = if f.error_code & 1 != 0 { "protection" } else { "not mapped" };
         alloc::format!("{mn} {name}: {op} of {cr2:#x} ({why}) at RIP={:#x}", f.rip)
     } else if f.error_code != 0 {

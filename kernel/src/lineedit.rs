@@ -54,10 +54,7 @@ enum Escape {
     /// After `ESC O`.
     Ss3,
     /// After `ESC [`, with the parameter and intermediate bytes so far.
-    Csi {
-        bytes: [u8; MAX_SEQUENCE],
-        len: usize,
-    },
+    Csi { bytes: [u8; MAX_SEQUENCE], len: usize },
 }
 
 /// The editor state: the line, the cursor, the history and a partially
@@ -110,10 +107,7 @@ impl LineEditor {
             Escape::None => {}
             Escape::Esc if !control => {
                 self.escape = match byte {
-                    b'[' => Escape::Csi {
-                        bytes: [0; MAX_SEQUENCE],
-                        len: 0,
-                    },
+                    b'[' => Escape::Csi { bytes: [0; MAX_SEQUENCE], len: 0 },
                     b'O' => Escape::Ss3,
                     _ => Escape::None,
                 };
@@ -130,10 +124,7 @@ impl LineEditor {
                     // Past MAX_SEQUENCE bytes the sequence is abandoned.
                     if let Some(slot) = bytes.get_mut(len) {
                         *slot = byte;
-                        self.escape = Escape::Csi {
-                            bytes,
-                            len: len + 1,
-                        };
+                        self.escape = Escape::Csi { bytes, len: len + 1 };
                     }
                     return None;
                 }
@@ -395,23 +386,16 @@ mod tests {
                     BACKSPACE => self.col = self.col.checked_sub(1).expect("backspace at column 0"),
                     b'\r' => self.col = 0,
                     b'\n' => {
-                        self.done
-                            .push(String::from_utf8(mem::take(&mut self.row)).unwrap());
+                        self.done.push(String::from_utf8(mem::take(&mut self.row)).unwrap());
                     }
                     ESC => {
                         assert_eq!(bytes.first(), Some(&b'['), "only CSI is emitted");
                         let end = bytes.iter().position(|b| b.is_ascii_alphabetic()).unwrap();
                         let count = core::str::from_utf8(&bytes[1..end]).unwrap();
-                        let n = if count.is_empty() {
-                            1
-                        } else {
-                            count.parse().unwrap()
-                        };
+                        let n = if count.is_empty() { 1 } else { count.parse().unwrap() };
                         assert!(n > 0);
                         match bytes[end] {
-                            b'D' => {
-                                self.col = self.col.checked_sub(n).expect("moved into the prompt")
-                            }
+                            b'D' => self.col = self.col.checked_sub(n).expect("moved into the prompt"),
                             b'C' => {
                                 self.col += n;
                                 assert!(self.col <= self.row.len(), "moved past the line");
@@ -627,10 +611,7 @@ mod tests {
         t.take_events();
         t.feed(b"\x15\x1b[A\x1b[A\x7f\x7f\x7fTWO\r");
         assert_eq!(t.take_events(), [line("TWO")]);
-        assert_eq!(
-            t.ed.history().collect::<Vec<_>>(),
-            ["one", "two", "three", "TWO"]
-        );
+        assert_eq!(t.ed.history().collect::<Vec<_>>(), ["one", "two", "three", "TWO"]);
     }
 
     #[test]
@@ -690,9 +671,8 @@ mod tests {
 
     #[test]
     fn other_bytes_are_ignored_silently() {
-        let mut ignored: Vec<u8> = (0x00..0x20)
-            .filter(|b| ![0x01, 0x03, 0x05, 0x08, 0x0A, 0x0D, 0x15, 0x1B].contains(b))
-            .collect();
+        let mut ignored: Vec<u8> =
+            (0x00..0x20).filter(|b| ![0x01, 0x03, 0x05, 0x08, 0x0A, 0x0D, 0x15, 0x1B].contains(b)).collect();
         ignored.extend(0x80..=0xFF);
         let (events, out) = run(&ignored);
         assert!(events.is_empty());
@@ -747,9 +727,9 @@ mod tests {
     fn random_keystrokes_never_break_it() {
         // Biased towards editing keys so every path is exercised often.
         let keys: [&[u8]; 24] = [
-            b"a", b"b", b"Z", b" ", b"\x7f", b"\x08", b"\x01", b"\x05", b"\x15", b"\r", b"\n",
-            b"\x03", b"\x1b[A", b"\x1b[B", b"\x1b[C", b"\x1b[D", b"\x1bOA", b"\x1b[3~", b"\x1b[1~",
-            b"\x1b[4~", b"\x1b", b"[", b"~", b"\x1b[9",
+            b"a", b"b", b"Z", b" ", b"\x7f", b"\x08", b"\x01", b"\x05", b"\x15", b"\r", b"\n", b"\x03", b"\x1b[A",
+            b"\x1b[B", b"\x1b[C", b"\x1b[D", b"\x1bOA", b"\x1b[3~", b"\x1b[1~", b"\x1b[4~", b"\x1b", b"[", b"~",
+            b"\x1b[9",
         ];
         for (max_len, cap) in [(8, 4), (1, 1), (0, 0), (64, 2)] {
             let mut t = Term::new(max_len, cap);

@@ -108,4 +108,3 @@ pub fn dump() {
         crate::println!("{l}");
     }
 }
-

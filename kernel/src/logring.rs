@@ -14,10 +14,7 @@ pub const MAX_MSG: usize = 255;
 
 /// Header bytes per record: timestamp (8, little endian), level (1), length (1).
 const HEADER: usize = 10;
-const _: () = assert!(
-    MAX_MSG <= u8::MAX as usize,
-    "lengths are stored in one byte"
-);
+const _: () = assert!(MAX_MSG <= u8::MAX as usize, "lengths are stored in one byte");
 
 /// A ring of log records in `N` bytes of storage.
 ///
@@ -40,13 +37,7 @@ pub struct LogRing<const N: usize> {
 impl<const N: usize> LogRing<N> {
     /// An empty ring; `const` so it can initialise a `static`.
     pub const fn new() -> Self {
-        Self {
-            buf: [0; N],
-            head: 0,
-            used: 0,
-            len: 0,
-            dropped: 0,
-        }
+        Self { buf: [0; N], head: 0, used: 0, len: 0, dropped: 0 }
     }
 
     /// Appends a record, evicting the oldest ones until it fits. `msg` is cut
@@ -56,9 +47,7 @@ impl<const N: usize> LogRing<N> {
             self.dropped += 1;
             return;
         };
-        let msg = msg
-            .get(..msg.floor_char_boundary(room.min(MAX_MSG)))
-            .unwrap_or("");
+        let msg = msg.get(..msg.floor_char_boundary(room.min(MAX_MSG))).unwrap_or("");
         let size = HEADER + msg.len();
         while N - self.used < size && self.evict_oldest() {}
 
@@ -109,11 +98,7 @@ impl<const N: usize> LogRing<N> {
                 return;
             };
             pos = self.read_at(pos, msg);
-            f(
-                ts_ns,
-                level,
-                core::str::from_utf8(msg).unwrap_or("<corrupt>"),
-            );
+            f(ts_ns, level, core::str::from_utf8(msg).unwrap_or("<corrupt>"));
         }
     }
 
@@ -188,12 +173,7 @@ impl<const N: usize> Default for LogRing<N> {
 /// Writes one record in Linux `dmesg` style, without a line ending:
 /// `[    5.123456] INFO  message` (seconds right-aligned in 5 columns,
 /// microseconds, the level padded to 5 columns).
-pub fn format_record(
-    out: &mut impl fmt::Write,
-    ts_ns: u64,
-    level: Level,
-    msg: &str,
-) -> fmt::Result {
+pub fn format_record(out: &mut impl fmt::Write, ts_ns: u64, level: Level, msg: &str) -> fmt::Result {
     let secs = ts_ns / 1_000_000_000;
     let micros = ts_ns % 1_000_000_000 / 1000;
     write!(out, "[{secs:>5}.{micros:06}] {:<5} {msg}", level.as_str())
@@ -239,13 +219,7 @@ mod tests {
     #[test]
     fn keeps_order_and_fields() {
         let mut ring = LogRing::<1024>::default();
-        let levels = [
-            Level::Error,
-            Level::Warn,
-            Level::Info,
-            Level::Debug,
-            Level::Trace,
-        ];
+        let levels = [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace];
         for (i, level) in levels.into_iter().enumerate() {
             ring.push(u64::MAX - i as u64, level, &"x".repeat(i));
         }
@@ -365,16 +339,8 @@ mod tests {
             seed ^= seed >> 17;
             seed ^= seed << 5;
             let chars = seed as usize % 90;
-            let msg: String = (0..chars)
-                .map(|i| alphabet[(i + ts as usize) % 5])
-                .collect();
-            let level = [
-                Level::Error,
-                Level::Warn,
-                Level::Info,
-                Level::Debug,
-                Level::Trace,
-            ][ts as usize % 5];
+            let msg: String = (0..chars).map(|i| alphabet[(i + ts as usize) % 5]).collect();
+            let level = [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace][ts as usize % 5];
             ring.push(ts, level, &msg);
 
             let stored = &msg[..msg.floor_char_boundary(MAX_MSG.min(N - HEADER))];
@@ -395,26 +361,11 @@ mod tests {
 
     #[test]
     fn formats_like_dmesg() {
-        assert_eq!(
-            formatted(5_123_456_789, Level::Info, "message"),
-            "[    5.123456] INFO  message"
-        );
-        assert_eq!(
-            formatted(0, Level::Error, "boom"),
-            "[    0.000000] ERROR boom"
-        );
+        assert_eq!(formatted(5_123_456_789, Level::Info, "message"), "[    5.123456] INFO  message");
+        assert_eq!(formatted(0, Level::Error, "boom"), "[    0.000000] ERROR boom");
         assert_eq!(formatted(999, Level::Warn, ""), "[    0.000000] WARN  ");
-        assert_eq!(
-            formatted(1_000, Level::Debug, "d"),
-            "[    0.000001] DEBUG d"
-        );
-        assert_eq!(
-            formatted(123_456_000_001_000, Level::Trace, "t"),
-            "[123456.000001] TRACE t"
-        );
-        assert_eq!(
-            formatted(u64::MAX, Level::Info, "max"),
-            "[18446744073.709551] INFO  max"
-        );
+        assert_eq!(formatted(1_000, Level::Debug, "d"), "[    0.000001] DEBUG d");
+        assert_eq!(formatted(123_456_000_001_000, Level::Trace, "t"), "[123456.000001] TRACE t");
+        assert_eq!(formatted(u64::MAX, Level::Info, "max"), "[18446744073.709551] INFO  max");
     }
 }

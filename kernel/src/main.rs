@@ -201,7 +201,13 @@ mod kernel {
         };
         match parsed {
             Ok(a) => {
-                log::info!("acpi: rev {} OEM '{}', {} CPU(s), {} I/O APIC(s)", a.revision, a.oem_id, a.cpus.len(), a.ioapics.len());
+                log::info!(
+                    "acpi: rev {} OEM '{}', {} CPU(s), {} I/O APIC(s)",
+                    a.revision,
+                    a.oem_id,
+                    a.cpus.len(),
+                    a.ioapics.len()
+                );
                 Some(a)
             }
             Err(e) => {
@@ -213,9 +219,8 @@ mod kernel {
 
     /// Routes the console UART's ISA IRQ through the I/O APIC.
     fn setup_serial_irq(port: u16) {
-        let (addr, gsi_base) = acpi_info()
-            .and_then(|a| a.ioapics.first().map(|io| (io.addr, io.gsi_base)))
-            .unwrap_or((0xFEC0_0000, 0));
+        let (addr, gsi_base) =
+            acpi_info().and_then(|a| a.ioapics.first().map(|io| (io.addr, io.gsi_base))).unwrap_or((0xFEC0_0000, 0));
         let Some(va) = mm::map_mmio(addr, 0x20) else {
             log::warn!("ioapic: cannot map {addr:#x}; serial input is polled");
             return;

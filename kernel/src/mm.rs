@@ -10,9 +10,11 @@ use hypervisor::bootinfo::{BootInfo, PhysMem};
 use hypervisor::frames::{self, BumpFrames, FrameAllocator, Range, RegionKind, PAGE_SIZE};
 use linked_list_allocator::Heap;
 
-use crate::arch::paging::{self, Mapper, DIRECT_MAP_BASE, HEAP_BASE, HEAP_LIMIT, KERNEL_VMA, MMIO_BASE, MMIO_LIMIT, STACK_BASE, STACK_LIMIT};
-use crate::arch::sync::IrqMutex;
 use crate::arch::cpu;
+use crate::arch::paging::{
+    self, Mapper, DIRECT_MAP_BASE, HEAP_BASE, HEAP_LIMIT, KERNEL_VMA, MMIO_BASE, MMIO_LIMIT, STACK_BASE, STACK_LIMIT,
+};
+use crate::arch::sync::IrqMutex;
 
 extern "C" {
     static __image_phys_start: u8;
@@ -332,7 +334,9 @@ impl PhysMem for DirectPhys {
             return false;
         }
         // SAFETY: [paddr, end) lies in a direct-mapped range (checked above).
-        unsafe { core::ptr::copy_nonoverlapping(paging::phys_to_virt(paddr) as *const u8, buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(paging::phys_to_virt(paddr) as *const u8, buf.as_mut_ptr(), buf.len())
+        };
         true
     }
 }
@@ -353,10 +357,8 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     if free.is_empty() {
         return Err("no usable memory in the memory map");
     }
-    TOTAL_RAM.store(
-        info.memory.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.len).sum(),
-        Ordering::Relaxed,
-    );
+    TOTAL_RAM
+        .store(info.memory.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.len).sum(), Ordering::Relaxed);
 
     // Page-table pages for the new tables come from low free memory, written
     // through the boot identity map.
@@ -383,7 +385,14 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     // Kernel image, per section.
     // SAFETY: linker symbols; only addresses are used.
     let (text, text_end, ro, ro_end, data, bss_end) = unsafe {
-        (sym(&__text_start), sym(&__text_end), sym(&__rodata_start), sym(&__rodata_end), sym(&__data_start), sym(&__bss_end))
+        (
+            sym(&__text_start),
+            sym(&__text_end),
+            sym(&__rodata_start),
+            sym(&__rodata_end),
+            sym(&__data_start),
+            sym(&__bss_end),
+        )
     };
     // SAFETY: linker symbol; only its address is used.
     let guard = unsafe { sym(&boot_stack_guard) };
@@ -404,7 +413,8 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     for r in &chunks {
         let mut pa = r.start;
         while pa < r.end {
-            m.map_2m(DIRECT_MAP_BASE + pa, pa, paging::data_flags(), &mut take).map_err(|_| "cannot build the direct map")?;
+            m.map_2m(DIRECT_MAP_BASE + pa, pa, paging::data_flags(), &mut take)
+                .map_err(|_| "cannot build the direct map")?;
             pa += 2 << 20;
         }
     }

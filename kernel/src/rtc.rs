@@ -139,22 +139,11 @@ pub fn decode(raw: &RtcRaw) -> Option<DateTime> {
     let day = value(raw.day)?;
     let month = value(raw.month)?;
     let year = value(raw.year)?;
-    let century = if raw.century == 0 {
-        20
-    } else {
-        value(raw.century)?
-    };
+    let century = if raw.century == 0 { 20 } else { value(raw.century)? };
     if year > 99 || !(1..=99).contains(&century) {
         return None;
     }
-    let dt = DateTime {
-        year: u16::from(century) * 100 + u16::from(year),
-        month,
-        day,
-        hour,
-        minute,
-        second,
-    };
+    let dt = DateTime { year: u16::from(century) * 100 + u16::from(year), month, day, hour, minute, second };
     dt.is_valid().then_some(dt)
 }
 
@@ -162,11 +151,7 @@ pub fn decode(raw: &RtcRaw) -> Option<DateTime> {
 /// (`month` in 1..=12; `day` may be any value and is used as an offset).
 fn days_from_civil(year: i64, month: u8, day: i64) -> i64 {
     // Count years from March so the leap day is the last day of the year.
-    let (y, m) = if month <= 2 {
-        (year - 1, i64::from(month) + 9)
-    } else {
-        (year, i64::from(month) - 3)
-    };
+    let (y, m) = if month <= 2 { (year - 1, i64::from(month) + 9) } else { (year, i64::from(month) - 3) };
     let era = y.div_euclid(400);
     let year_of_era = y - era * 400; // 0..=399
     let day_of_year = (153 * m + 2) / 5 + day - 1; // March-based
@@ -182,10 +167,7 @@ fn days_from_civil(year: i64, month: u8, day: i64) -> i64 {
 pub fn to_unix(dt: &DateTime) -> i64 {
     let month = dt.month.clamp(1, 12);
     let days = days_from_civil(i64::from(dt.year), month, i64::from(dt.day));
-    days * SECS_PER_DAY
-        + i64::from(dt.hour) * 3600
-        + i64::from(dt.minute) * 60
-        + i64::from(dt.second)
+    days * SECS_PER_DAY + i64::from(dt.hour) * 3600 + i64::from(dt.minute) * 60 + i64::from(dt.second)
 }
 
 /// The UTC date and time `secs` seconds after the Unix epoch.
@@ -200,8 +182,7 @@ pub fn from_unix(secs: i64) -> DateTime {
     let era = z.div_euclid(DAYS_PER_ERA);
     let day_of_era = z - era * DAYS_PER_ERA; // 0..=146096
                                              // Years in the era, correcting for the 4/100/400-year leap rules.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153; // March-based month, 0..=11
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
@@ -226,28 +207,12 @@ mod tests {
     use alloc::string::ToString;
 
     fn dt(year: u16, month: u8, day: u8, hour: u8, minute: u8, second: u8) -> DateTime {
-        DateTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-        }
+        DateTime { year, month, day, hour, minute, second }
     }
 
     /// Registers in order: seconds, minutes, hours, day, month, year, century.
     fn bcd_raw([s, m, h, d, mo, y, c]: [u8; 7], status_b: u8) -> RtcRaw {
-        RtcRaw {
-            seconds: s,
-            minutes: m,
-            hours: h,
-            day: d,
-            month: mo,
-            year: y,
-            century: c,
-            status_b,
-        }
+        RtcRaw { seconds: s, minutes: m, hours: h, day: d, month: mo, year: y, century: c, status_b }
     }
 
     #[test]
@@ -258,12 +223,7 @@ mod tests {
         // Without a century register the century defaults to 20.
         let raw = RtcRaw { century: 0, ..raw };
         assert_eq!(decode(&raw), Some(dt(2026, 11, 27, 5, 22, 54)));
-        let raw = RtcRaw {
-            century: 0x19,
-            year: 0x99,
-            hours: 0x23,
-            ..raw
-        };
+        let raw = RtcRaw { century: 0x19, year: 0x99, hours: 0x23, ..raw };
         assert_eq!(decode(&raw), Some(dt(1999, 11, 27, 23, 22, 54)));
     }
 
@@ -272,18 +232,13 @@ mod tests {
         let raw = bcd_raw([59, 59, 23, 31, 12, 99, 20], STATUS_B_BINARY | STATUS_B_24H);
         assert_eq!(decode(&raw), Some(dt(2099, 12, 31, 23, 59, 59)));
         // 0x59 is not a valid binary second.
-        let raw = RtcRaw {
-            seconds: 0x59,
-            ..raw
-        };
+        let raw = RtcRaw { seconds: 0x59, ..raw };
         assert_eq!(decode(&raw), None);
     }
 
     #[test]
     fn decodes_12_hour_mode() {
-        let at = |hours: u8, status_b: u8| {
-            decode(&bcd_raw([0, 0, hours, 1, 1, 0x24, 0], status_b)).map(|d| d.hour)
-        };
+        let at = |hours: u8, status_b: u8| decode(&bcd_raw([0, 0, hours, 1, 1, 0x24, 0], status_b)).map(|d| d.hour);
         // BCD 12-hour.
         assert_eq!(at(0x12, 0), Some(0)); // 12 AM
         assert_eq!(at(0x01, 0), Some(1));
@@ -309,34 +264,16 @@ mod tests {
         let good = bcd_raw([0x00, 0x00, 0x00, 0x28, 0x02, 0x23, 0x20], STATUS_B_24H);
         assert!(decode(&good).is_some());
         let bad = [
-            RtcRaw {
-                seconds: 0x60,
-                ..good
-            },
-            RtcRaw {
-                seconds: 0x0A,
-                ..good
-            }, // not BCD
-            RtcRaw {
-                minutes: 0x60,
-                ..good
-            },
+            RtcRaw { seconds: 0x60, ..good },
+            RtcRaw { seconds: 0x0A, ..good }, // not BCD
+            RtcRaw { minutes: 0x60, ..good },
             RtcRaw { day: 0x00, ..good },
             RtcRaw { day: 0x29, ..good }, // 2023 is not a leap year
             RtcRaw { day: 0x32, ..good },
-            RtcRaw {
-                month: 0x00,
-                ..good
-            },
-            RtcRaw {
-                month: 0x13,
-                ..good
-            },
+            RtcRaw { month: 0x00, ..good },
+            RtcRaw { month: 0x13, ..good },
             RtcRaw { year: 0xA0, ..good },
-            RtcRaw {
-                century: 0xA0,
-                ..good
-            },
+            RtcRaw { century: 0xA0, ..good },
             // An absent RTC reads as all ones.
             bcd_raw([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF], 0xFF),
         ];
@@ -344,14 +281,7 @@ mod tests {
             assert_eq!(decode(&raw), None, "{raw:?}");
         }
         // Leap day in a leap year is fine.
-        assert_eq!(
-            decode(&RtcRaw {
-                day: 0x29,
-                year: 0x24,
-                ..good
-            }),
-            Some(dt(2024, 2, 29, 0, 0, 0))
-        );
+        assert_eq!(decode(&RtcRaw { day: 0x29, year: 0x24, ..good }), Some(dt(2024, 2, 29, 0, 0, 0)));
     }
 
     #[test]
@@ -402,14 +332,7 @@ mod tests {
         for year in 1900..=2200u16 {
             for month in 1..=12u8 {
                 for day in 1..=days_in_month(year, month) {
-                    let d = dt(
-                        year,
-                        month,
-                        day,
-                        day % 24,
-                        (day * 7) % 60,
-                        day.wrapping_mul(13) % 60,
-                    );
+                    let d = dt(year, month, day, day % 24, (day * 7) % 60, day.wrapping_mul(13) % 60);
                     let t = to_unix(&d);
                     assert_eq!(t.div_euclid(SECS_PER_DAY), expected_days, "{d}");
                     assert_eq!(from_unix(t), d);
@@ -432,18 +355,12 @@ mod tests {
             let _ = to_unix(&dt(0, v, v, v, v, v));
         }
         // Out-of-range day is an offset: January 32nd is February 1st.
-        assert_eq!(
-            from_unix(to_unix(&dt(2025, 1, 32, 0, 0, 0))),
-            dt(2025, 2, 1, 0, 0, 0)
-        );
+        assert_eq!(from_unix(to_unix(&dt(2025, 1, 32, 0, 0, 0))), dt(2025, 2, 1, 0, 0, 0));
     }
 
     #[test]
     fn display_format() {
-        assert_eq!(
-            dt(2026, 11, 27, 5, 22, 54).to_string(),
-            "2026-11-27 05:22:54 UTC"
-        );
+        assert_eq!(dt(2026, 11, 27, 5, 22, 54).to_string(), "2026-11-27 05:22:54 UTC");
         assert_eq!(dt(7, 1, 2, 3, 4, 5).to_string(), "0007-01-02 03:04:05 UTC");
     }
 

@@ -86,10 +86,7 @@ impl<K: Copy + Ord> Default for Scheduler<K> {
 impl<K: Copy + Ord> Scheduler<K> {
     /// An empty scheduler.
     pub fn new() -> Self {
-        Self {
-            entities: BTreeMap::new(),
-            floor: 0,
-        }
+        Self { entities: BTreeMap::new(), floor: 0 }
     }
 
     /// Adds entity `k` with `weight`, [`State::Paused`], at the current
@@ -102,16 +99,7 @@ impl<K: Copy + Ord> Scheduler<K> {
             return false;
         }
         self.update_floor();
-        self.entities.insert(
-            k,
-            Entity {
-                weight,
-                state: State::Paused,
-                vruntime: self.floor,
-                remainder: 0,
-                cpu_ns: 0,
-            },
-        );
+        self.entities.insert(k, Entity { weight, state: State::Paused, vruntime: self.floor, remainder: 0, cpu_ns: 0 });
         true
     }
 
@@ -193,10 +181,7 @@ impl<K: Copy + Ord> Scheduler<K> {
 
     /// How many entities are runnable.
     pub fn runnable_count(&self) -> usize {
-        self.entities
-            .values()
-            .filter(|e| e.state == State::Runnable)
-            .count()
+        self.entities.values().filter(|e| e.state == State::Runnable).count()
     }
 
     /// How many entities there are.
@@ -330,12 +315,7 @@ mod tests {
             }
             assert!(max_gap <= 3, "entity {k} waited {max_gap} slices");
         }
-        let longest_run = picks
-            .chunk_by(|a, b| a == b)
-            .filter(|c| c[0] == 3)
-            .map(<[u32]>::len)
-            .max()
-            .unwrap();
+        let longest_run = picks.chunk_by(|a, b| a == b).filter(|c| c[0] == 3).map(<[u32]>::len).max().unwrap();
         assert!(longest_run <= 2);
         // Over the window the sleeper gets its third plus at most one slice.
         let c = picks.iter().filter(|&&p| p == 3).count();
@@ -427,10 +407,7 @@ mod tests {
         assert_eq!(s.set_weight(2, 5), Err(SchedError::NoSuchEntity));
         s.set_weight(1, 65535).unwrap();
         assert_eq!(s.weight(1), Some(65535));
-        assert_eq!(
-            SchedError::BadWeight(0).to_string(),
-            "weight 0 is out of range (1 to 65535)"
-        );
+        assert_eq!(SchedError::BadWeight(0).to_string(), "weight 0 is out of range (1 to 65535)");
     }
 
     #[test]
@@ -471,9 +448,7 @@ mod tests {
 
     #[test]
     fn fairness_with_many_entities() {
-        let weights: Vec<u16> = (0..60)
-            .map(|i| [1, 64, 256, 300, 1000, 4096][i % 6])
-            .collect();
+        let weights: Vec<u16> = (0..60).map(|i| [1, 64, 256, 300, 1000, 4096][i % 6]).collect();
         let mut s = runnable(&weights);
         let slices = 100_000;
         run(&mut s, slices);
@@ -530,10 +505,7 @@ mod tests {
                 2 => {
                     let _ = s.set_weight(k, rng.next() as u16);
                 }
-                3 => s.set_state(
-                    k,
-                    [State::Runnable, State::Blocked, State::Paused][(rng.next() % 3) as usize],
-                ),
+                3 => s.set_state(k, [State::Runnable, State::Blocked, State::Paused][(rng.next() % 3) as usize]),
                 4 => s.charge(k, rng.next() >> (rng.next() % 64)),
                 _ => {
                     if let Some(p) = s.pick() {

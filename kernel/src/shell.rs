@@ -46,9 +46,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, TokenizeError> {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some('\''), c) => word.get_or_insert_default().push(c),
-            (_, '\\') => word
-                .get_or_insert_default()
-                .push(chars.next().unwrap_or('\\')),
+            (_, '\\') => word.get_or_insert_default().push(chars.next().unwrap_or('\\')),
             (None, '"' | '\'') => {
                 quote = Some(c);
                 word.get_or_insert_default();
@@ -129,9 +127,7 @@ pub fn suggest<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
         return None;
     }
     let lower = word.to_ascii_lowercase();
-    let mut prefixed = names
-        .iter()
-        .filter(|name| name.to_ascii_lowercase().starts_with(&lower));
+    let mut prefixed = names.iter().filter(|name| name.to_ascii_lowercase().starts_with(&lower));
     if let (Some(&only), None) = (prefixed.next(), prefixed.next()) {
         return Some(only);
     }
@@ -147,10 +143,7 @@ pub fn suggest<'a>(word: &str, names: &[&'a str]) -> Option<&'a str> {
 /// The error line for an unknown command, with a suggestion when there is
 /// one: `error: unknown command 'hepl' (try 'help'); did you mean 'help'?`.
 pub fn unknown_command_message(word: &str, names: &[&str]) -> String {
-    let mut msg = format!(
-        "error: unknown command '{}' (try 'help')",
-        sanitize(word, SHOWN_CHARS)
-    );
+    let mut msg = format!("error: unknown command '{}' (try 'help')", sanitize(word, SHOWN_CHARS));
     if let Some(name) = suggest(word, names) {
         let _ = write!(msg, "; did you mean '{name}'?");
     }
@@ -161,17 +154,8 @@ pub fn unknown_command_message(word: &str, names: &[&str]) -> String {
 /// than printable ASCII becomes `?`, and text longer than `max_chars`
 /// characters is cut there and ends in `...`.
 pub fn sanitize(text: &str, max_chars: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max_chars)
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let mut out: String =
+        text.chars().take(max_chars).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' }).collect();
     if text.chars().nth(max_chars).is_some() {
         out.push_str("...");
     }
@@ -181,11 +165,7 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
 /// The `help` listing: per command, two spaces, the usage padded to the
 /// widest usage, two spaces and the summary, each line ending in `\n`.
 pub fn format_help(cmds: &[CommandInfo]) -> String {
-    let width = cmds
-        .iter()
-        .map(|c| c.usage.chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = cmds.iter().map(|c| c.usage.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for cmd in cmds {
         let _ = write!(out, "  {:<width$}  {}", cmd.usage, cmd.summary);
@@ -201,13 +181,7 @@ pub fn format_duration(ns: u64) -> String {
     let ms = ns / 1_000_000;
     let secs = ms / 1000;
     let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
-    let clock = format!(
-        "{}:{:02}:{:02}.{:03}",
-        hours % 24,
-        mins % 60,
-        secs % 60,
-        ms % 1000
-    );
+    let clock = format!("{}:{:02}:{:02}.{:03}", hours % 24, mins % 60, secs % 60, ms % 1000);
     if days > 0 {
         format!("{days}d {clock}")
     } else {
@@ -244,9 +218,7 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec;
 
-    const NAMES: &[&str] = &[
-        "help", "info", "dmesg", "reboot", "halt", "mem", "memmap", "cpus", "uptime",
-    ];
+    const NAMES: &[&str] = &["help", "info", "dmesg", "reboot", "halt", "mem", "memmap", "cpus", "uptime"];
 
     fn words(line: &str) -> Vec<String> {
         tokenize(line).unwrap()
@@ -278,23 +250,14 @@ mod tests {
 
     #[test]
     fn tokenize_errors() {
-        assert_eq!(
-            tokenize("echo \"abc"),
-            Err(TokenizeError::UnterminatedQuote)
-        );
+        assert_eq!(tokenize("echo \"abc"), Err(TokenizeError::UnterminatedQuote));
         assert_eq!(tokenize("'"), Err(TokenizeError::UnterminatedQuote));
         let ok = vec!["w"; MAX_WORDS].join(" ");
         assert_eq!(words(&ok).len(), MAX_WORDS);
         let too_many = vec!["w"; MAX_WORDS + 1].join(" ");
         assert_eq!(tokenize(&too_many), Err(TokenizeError::TooManyWords));
-        assert_eq!(
-            TokenizeError::UnterminatedQuote.to_string(),
-            "unterminated quote"
-        );
-        assert_eq!(
-            TokenizeError::TooManyWords.to_string(),
-            "too many words (at most 64)"
-        );
+        assert_eq!(TokenizeError::UnterminatedQuote.to_string(), "unterminated quote");
+        assert_eq!(TokenizeError::TooManyWords.to_string(), "too many words (at most 64)");
     }
 
     #[test]
@@ -321,9 +284,7 @@ mod tests {
 
     #[test]
     fn edit_distance_is_symmetric() {
-        let samples = [
-            "", "a", "ab", "ba", "dmesg", "desmg", "reboot", "rbeoot", "xyz",
-        ];
+        let samples = ["", "a", "ab", "ba", "dmesg", "desmg", "reboot", "rbeoot", "xyz"];
         for a in samples {
             for b in samples {
                 assert_eq!(edit_distance(a, b), edit_distance(b, a), "{a} {b}");
@@ -376,21 +337,12 @@ mod tests {
             unknown_command_message("hepl", NAMES),
             "error: unknown command 'hepl' (try 'help'); did you mean 'help'?"
         );
-        assert_eq!(
-            unknown_command_message("xyzzy", NAMES),
-            "error: unknown command 'xyzzy' (try 'help')"
-        );
-        assert_eq!(
-            unknown_command_message("a\x1b[2Jb\u{e9}", NAMES),
-            "error: unknown command 'a?[2Jb?' (try 'help')"
-        );
+        assert_eq!(unknown_command_message("xyzzy", NAMES), "error: unknown command 'xyzzy' (try 'help')");
+        assert_eq!(unknown_command_message("a\x1b[2Jb\u{e9}", NAMES), "error: unknown command 'a?[2Jb?' (try 'help')");
         let long = "x".repeat(100);
         assert_eq!(
             unknown_command_message(&long, NAMES),
-            format!(
-                "error: unknown command '{}...' (try 'help')",
-                "x".repeat(32)
-            )
+            format!("error: unknown command '{}...' (try 'help')", "x".repeat(32))
         );
     }
 
@@ -407,26 +359,11 @@ mod tests {
     #[test]
     fn help_is_aligned() {
         let cmds = [
-            CommandInfo {
-                name: "help",
-                usage: "help",
-                summary: "list commands",
-            },
-            CommandInfo {
-                name: "dmesg",
-                usage: "dmesg [-c]",
-                summary: "show the log",
-            },
-            CommandInfo {
-                name: "halt",
-                usage: "halt",
-                summary: "",
-            },
+            CommandInfo { name: "help", usage: "help", summary: "list commands" },
+            CommandInfo { name: "dmesg", usage: "dmesg [-c]", summary: "show the log" },
+            CommandInfo { name: "halt", usage: "halt", summary: "" },
         ];
-        assert_eq!(
-            format_help(&cmds),
-            "  help        list commands\n  dmesg [-c]  show the log\n  halt\n"
-        );
+        assert_eq!(format_help(&cmds), "  help        list commands\n  dmesg [-c]  show the log\n  halt\n");
         assert_eq!(format_help(&[]), "");
     }
 
@@ -439,10 +376,7 @@ mod tests {
         assert_eq!(format_duration(86_399_999_000_000), "23:59:59.999");
         assert_eq!(format_duration(86_400_000_000_000), "1d 0:00:00.000");
         let two_days = 2 * 86_400 + 3 * 3600 + 4 * 60 + 5;
-        assert_eq!(
-            format_duration(two_days * 1_000_000_000 + 6_000_000),
-            "2d 3:04:05.006"
-        );
+        assert_eq!(format_duration(two_days * 1_000_000_000 + 6_000_000), "2d 3:04:05.006");
         assert_eq!(format_duration(u64::MAX), "213503d 23:34:33.709");
     }
 

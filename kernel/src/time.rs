@@ -12,7 +12,8 @@ static SCALE_SHIFT: AtomicU8 = AtomicU8::new(0);
 static BOOT_UNIX: AtomicI64 = AtomicI64::new(0);
 static SOURCE: AtomicU8 = AtomicU8::new(0);
 
-const SOURCES: [&str; 4] = ["not calibrated", "CPUID leaf 0x15", "hypervisor CPUID leaf 0x40000010", "calibrated against the PIT"];
+const SOURCES: [&str; 4] =
+    ["not calibrated", "CPUID leaf 0x15", "hypervisor CPUID leaf 0x40000010", "calibrated against the PIT"];
 
 /// Determines the TSC frequency: CPUID leaf 0x15, else the hypervisor timing
 /// leaf, else a PIT measurement.
@@ -97,4 +98,3 @@ pub fn init_wall_clock(century_reg: u8) {
 pub fn boot_unix() -> i64 {
     BOOT_UNIX.load(Ordering::Relaxed)
 }
-

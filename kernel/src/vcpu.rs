@@ -67,7 +67,16 @@ static SHELL_PREEMPTED: AtomicBool = AtomicBool::new(false);
 
 /// Makes the running boot thread the shell thread.
 pub fn init() {
-    let shell = Box::new(Thread { saved_rsp: 0, kstack_top: 0, kstack_pages: 0, cr3: cpu::read_cr3(), fpu: None, fs: 0, gs: 0, owner: None });
+    let shell = Box::new(Thread {
+        saved_rsp: 0,
+        kstack_top: 0,
+        kstack_pages: 0,
+        cr3: cpu::read_cr3(),
+        fpu: None,
+        fs: 0,
+        gs: 0,
+        owner: None,
+    });
     let mut threads = BTreeMap::new();
     threads.insert(SHELL, shell);
     *STATE.lock() = Some(State {
@@ -106,7 +115,8 @@ pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16
     let frame_at = top - core::mem::size_of::<TrapFrame>() as u64;
     // Below the frame: what rhv_switch pops on the first switch (r15, r14,
     // r13 = arg, r12 = entry, rbx, rbp, rflags) and its return address.
-    let regs: [u64; 8] = [0, 0, frame_at, vcpu_bootstrap as *const () as u64, 0, 0, 0x2, rhv_thread_start as *const () as u64];
+    let regs: [u64; 8] =
+        [0, 0, frame_at, vcpu_bootstrap as *const () as u64, 0, 0, 0x2, rhv_thread_start as *const () as u64];
     let rsp = frame_at - 8 * regs.len() as u64;
     // SAFETY: [rsp, top) lies in the freshly mapped stack owned by this new
     // thread, which nothing else references yet.
@@ -116,7 +126,16 @@ pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16
             ((rsp + 8 * i as u64) as *mut u64).write(*v);
         }
     }
-    let t = Box::new(Thread { saved_rsp: rsp, kstack_top: top, kstack_pages: VCPU_STACK_PAGES, cr3, fpu: Some(fpu), fs: 0, gs: 0, owner: Some((dom, idx)) });
+    let t = Box::new(Thread {
+        saved_rsp: rsp,
+        kstack_top: top,
+        kstack_pages: VCPU_STACK_PAGES,
+        cr3,
+        fpu: Some(fpu),
+        fs: 0,
+        gs: 0,
+        owner: Some((dom, idx)),
+    });
     with(|s| {
         let id = s.next_id;
         s.next_id += 1;
@@ -251,7 +270,11 @@ pub fn on_tick() {
         if s.current == SHELL {
             return if ran >= SLICE_NS && s.sched.pick().is_some() { Preempt::Shell } else { Preempt::No };
         }
-        if ran >= SLICE_NS { Preempt::Vcpu } else { Preempt::No }
+        if ran >= SLICE_NS {
+            Preempt::Vcpu
+        } else {
+            Preempt::No
+        }
     })
     .unwrap_or(Preempt::No);
     match preempt {

@@ -84,7 +84,9 @@ impl FpuState {
             let m = XCR0.load(Ordering::Relaxed);
             // SAFETY: the area is 64-byte aligned and as large as CPUID 0xD
             // says XSAVE needs for XCR0's components.
-            unsafe { asm!("xsave64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags)) };
+            unsafe {
+                asm!("xsave64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags))
+            };
         } else {
             // SAFETY: 512-byte, 16-byte aligned area.
             unsafe { asm!("fxsave64 [{}]", in(reg) self.ptr, options(nostack, preserves_flags)) };
@@ -97,7 +99,9 @@ impl FpuState {
             let m = XCR0.load(Ordering::Relaxed);
             // SAFETY: as in `save`; the area holds a valid XSAVE image (zeroed
             // header = initial state, or what `save` wrote).
-            unsafe { asm!("xrstor64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags)) };
+            unsafe {
+                asm!("xrstor64 [{}]", in(reg) self.ptr, in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack, preserves_flags))
+            };
         } else {
             // SAFETY: as in `save`; MXCSR reserved bits are zero (initial
             // state or a value FXSAVE wrote).

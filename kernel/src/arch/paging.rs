@@ -110,7 +110,13 @@ impl Mapper {
     }
 
     /// Next-level table under `table[idx]`, created if missing.
-    fn next(&mut self, table: u64, idx: usize, user: bool, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<u64, MapError> {
+    fn next(
+        &mut self,
+        table: u64,
+        idx: usize,
+        user: bool,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<u64, MapError> {
         let e = self.get(table, idx);
         if e & PRESENT != 0 {
             if e & HUGE != 0 {
@@ -134,7 +140,13 @@ impl Mapper {
     }
 
     /// Maps one 4 KiB page.
-    pub fn map(&mut self, va: u64, pa: u64, flags: u64, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: u64,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
         let user = flags & USER != 0;
         let pdpt = self.next(self.pml4, idx(va, 39), user, alloc)?;
         let pd = self.next(pdpt, idx(va, 30), user, alloc)?;
@@ -147,7 +159,13 @@ impl Mapper {
     }
 
     /// Maps one 2 MiB page (`va`, `pa` 2 MiB aligned).
-    pub fn map_2m(&mut self, va: u64, pa: u64, flags: u64, alloc: &mut dyn FnMut() -> Option<u64>) -> Result<(), MapError> {
+    pub fn map_2m(
+        &mut self,
+        va: u64,
+        pa: u64,
+        flags: u64,
+        alloc: &mut dyn FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
         let pdpt = self.next(self.pml4, idx(va, 39), false, alloc)?;
         let pd = self.next(pdpt, idx(va, 30), false, alloc)?;
         if self.get(pd, idx(va, 21)) & PRESENT != 0 {

@@ -127,7 +127,13 @@ impl Write for Raw {
 
 fn page_fault_detail(err: u64) -> (&'static str, &'static str, &'static str) {
     (
-        if err & 2 != 0 { "write" } else if err & 16 != 0 { "instruction fetch" } else { "read" },
+        if err & 2 != 0 {
+            "write"
+        } else if err & 16 != 0 {
+            "instruction fetch"
+        } else {
+            "read"
+        },
         if err & 1 != 0 { "protection violation" } else { "not-present page" },
         if err & 4 != 0 { "user" } else { "supervisor" },
     )
@@ -149,12 +155,24 @@ fn fatal_exception(f: &TrapFrame) -> ! {
     }
     let _ = write!(w, "    RIP={:#018x} CS={:#06x} RFLAGS={:#018x}\r\n", f.rip, f.cs, f.rflags);
     let _ = write!(w, "    RSP={:#018x} SS={:#06x} CR2={cr2:#018x}\r\n", f.rsp, f.ss);
-    let _ = write!(w, "    CR0={:#018x} CR3={:#018x} CR4={:#018x}\r\n", cpu::read_cr0(), cpu::read_cr3(), cpu::read_cr4());
+    let _ =
+        write!(w, "    CR0={:#018x} CR3={:#018x} CR4={:#018x}\r\n", cpu::read_cr0(), cpu::read_cr3(), cpu::read_cr4());
     let regs = [
-        ("RAX", f.rax), ("RBX", f.rbx), ("RCX", f.rcx), ("RDX", f.rdx),
-        ("RSI", f.rsi), ("RDI", f.rdi), ("RBP", f.rbp), ("R8 ", f.r8),
-        ("R9 ", f.r9), ("R10", f.r10), ("R11", f.r11), ("R12", f.r12),
-        ("R13", f.r13), ("R14", f.r14), ("R15", f.r15),
+        ("RAX", f.rax),
+        ("RBX", f.rbx),
+        ("RCX", f.rcx),
+        ("RDX", f.rdx),
+        ("RSI", f.rsi),
+        ("RDI", f.rdi),
+        ("RBP", f.rbp),
+        ("R8 ", f.r8),
+        ("R9 ", f.r9),
+        ("R10", f.r10),
+        ("R11", f.r11),
+        ("R12", f.r12),
+        ("R13", f.r13),
+        ("R14", f.r14),
+        ("R15", f.r15),
     ];
     for row in regs.chunks(4) {
         let _ = write!(w, "   ");
@@ -171,7 +189,7 @@ fn fatal_exception(f: &TrapFrame) -> ! {
 pub fn backtrace(w: &mut dyn Write, rip: u64, mut rbp: u64) {
     let _ = write!(w, "backtrace:\r\n    #0  {rip:#018x}\r\n");
     for depth in 1..24 {
-        if rbp == 0 || rbp % 8 != 0 || rbp < super::paging::DIRECT_MAP_BASE || !frame_readable(rbp) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || rbp < super::paging::DIRECT_MAP_BASE || !frame_readable(rbp) {
             break;
         }
         // SAFETY: rbp points at a mapped, 8-aligned kernel stack slot

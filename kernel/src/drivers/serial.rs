@@ -121,7 +121,6 @@ pub fn read(out: &mut [u8]) -> usize {
     n
 }
 
-
 /// Are received bytes waiting in the ring?
 pub fn rx_pending() -> bool {
     RX.lock().len > 0
