@@ -115,6 +115,10 @@ RHV_ISO="$RHV_IMAGE_DIR/hypervisor.iso"
 RHV_PXE="$RHV_IMAGE_DIR/pxe"
 RHV_IMAGE_TOOL="$RHV_TARGET_DIR/debug/rhv-image"
 RHV_DEFAULT_CMDLINE="console=ttyS0 loglevel=info"
+# Example guests (guest-abi/examples), shipped as boot modules.
+RHV_GUEST_DIR="$RHV_IMAGE_DIR/guests"
+RHV_GUESTS=(heartbeat spin memdirty hostile fpu smp)
+export RHV_GUEST_DIR
 export RHV_IMAGE_DIR
 
 # True when /dev/kvm can be opened for read and write.

@@ -171,6 +171,11 @@ pub mod images {
         existing("hypervisor.iso")
     }
 
+    /// `guests/<name>.elf`, an example guest built by scripts/build.
+    pub fn guest(name: &str) -> Result<PathBuf, Error> {
+        existing(&format!("guests/{name}.elf"))
+    }
+
     /// `pxe/`, the TFTP tree.
     pub fn pxe() -> Result<PathBuf, Error> {
         let p = existing("pxe")?;
@@ -188,6 +193,19 @@ pub fn boot_kernel(cmdline: &str) -> Result<(Qemu, Banner), Error> {
     let mut q = QemuBuilder::kernel(images::elf()?).append(cmdline).spawn()?;
     let banner = q.wait_ready(timeouts::KERNEL_BOOT)?;
     Ok((q, banner))
+}
+
+/// Boots `hypervisor.elf` with `-kernel`, the named example guests as boot
+/// modules, `cpu` as the QEMU CPU model and `mem` of RAM.
+pub fn boot_with_guests(guests: &[&str], cpu: &str, mem: &str) -> Result<Qemu, Error> {
+    let mut b =
+        QemuBuilder::kernel(images::elf()?).append("console=ttyS0 loglevel=info").memory(mem).arg("-cpu").arg(cpu);
+    for g in guests {
+        b = b.initrd(images::guest(g)?);
+    }
+    let mut q = b.spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    Ok(q)
 }
 
 /// Runs `rhv-image` (its library entry point, the same code as the binary)

@@ -60,8 +60,22 @@ fn built_iso_boots() -> Result<(), Error> {
     q.wait_ready(timeouts::ISO_BOOT)?;
     let info = q.command("info", timeouts::COMMAND)?;
     assert_grub_boot(&info, &built_cmdline(".hypervisor.iso.cmdline"));
-    assert_eq!(line(&info, "modules:"), "modules: 0");
+    assert_example_guests(&info);
+    // A guest from the ISO's modules runs.
+    q.send_line("create -c heartbeat extra=\"period_ms=100\"")?;
+    q.expect("heartbeat heartbeat seq=2 ", timeouts::COMMAND)?;
     Ok(())
+}
+
+/// The built images carry every example guest as a named boot module.
+fn assert_example_guests(info: &str) {
+    assert_eq!(line(info, "modules:"), "modules: 6");
+    for g in ["heartbeat", "spin", "memdirty", "hostile", "fpu", "smp"] {
+        assert!(
+            info.lines().any(|l| l.trim_start().starts_with('[') && l.contains(&format!("] {g} ("))),
+            "no module {g}:\n{info}"
+        );
+    }
 }
 
 #[test]
@@ -71,6 +85,7 @@ fn pxe_tree_boots_over_tftp() -> Result<(), Error> {
     eprintln!("PXE boot (TCG): {:.2} s launch to prompt, kernel {} ms", q.elapsed().as_secs_f64(), banner.ms);
     let info = q.command("info", timeouts::COMMAND)?;
     assert_grub_boot(&info, &built_cmdline(".pxe.cmdline"));
+    assert_example_guests(&info);
     Ok(())
 }
 
