@@ -13,6 +13,10 @@
 
 pub mod time;
 
+/// The guest runtime (feature `rt`); its pure parts are unit-tested on the host.
+#[cfg(any(feature = "rt", test))]
+pub mod rt;
+
 /// ABI version in [`StartInfo::abi_version`]; bumped on incompatible change.
 pub const ABI_VERSION: u32 = 1;
 
@@ -110,12 +114,13 @@ impl Error {
         -(self as i64)
     }
 
-    /// Decodes a raw RAX value: `Ok(v)` for `v >= 0`.
+    /// Decodes a raw RAX value: `Ok(v)` for `v >= 0`. A negative code this
+    /// ABI version does not know decodes as [`Error::Invalid`].
     pub const fn from_raw(raw: i64) -> Result<u64, Error> {
         if raw >= 0 {
             return Ok(raw as u64);
         }
-        Err(match -raw {
+        Err(match raw.unsigned_abs() {
             1 => Error::Fault,
             2 => Error::Invalid,
             3 => Error::NoSys,
@@ -123,7 +128,8 @@ impl Error {
             5 => Error::NoMem,
             6 => Error::NoDev,
             7 => Error::Io,
-            _ => Error::TooBig,
+            8 => Error::TooBig,
+            _ => Error::Invalid,
         })
     }
 }
@@ -208,16 +214,33 @@ mod tests {
 
     #[test]
     fn errors_round_trip() {
-        for e in [Error::Fault, Error::Invalid, Error::NoSys, Error::Again, Error::NoMem, Error::NoDev, Error::Io, Error::TooBig] {
+        for e in [
+            Error::Fault,
+            Error::Invalid,
+            Error::NoSys,
+            Error::Again,
+            Error::NoMem,
+            Error::NoDev,
+            Error::Io,
+            Error::TooBig,
+        ] {
             assert_eq!(Error::from_raw(e.to_raw()), Err(e));
         }
         assert_eq!(Error::from_raw(42), Ok(42));
+        assert_eq!(Error::from_raw(i64::MIN), Err(Error::Invalid), "no overflow on the most negative value");
+        assert_eq!(Error::from_raw(-9), Err(Error::Invalid));
     }
 
     #[test]
     fn time_record_reads() {
         let s = time::TscScale::from_hz(1_000_000_000);
-        let t = VcpuTime { tsc_timestamp: 1000, system_time_ns: 5, tsc_to_system_mul: s.mul_frac, tsc_shift: s.shift, ..Default::default() };
+        let t = VcpuTime {
+            tsc_timestamp: 1000,
+            system_time_ns: 5,
+            tsc_to_system_mul: s.mul_frac,
+            tsc_shift: s.shift,
+            ..Default::default()
+        };
         assert_eq!(t.ns_at(2000), 1005);
         assert_eq!(t.ns_at(10), 5, "a TSC before the stamp never goes back");
     }

@@ -45,10 +45,7 @@ impl TscScale {
     /// `tsc_hz == 0` yields a scale that converts everything to 0 ns.
     pub const fn from_hz(tsc_hz: u64) -> TscScale {
         if tsc_hz == 0 {
-            return TscScale {
-                mul_frac: 0,
-                shift: 0,
-            };
+            return TscScale { mul_frac: 0, shift: 0 };
         }
         let mut shift = MIN_SHIFT;
         while shift <= MAX_SHIFT {
@@ -57,19 +54,13 @@ impl TscScale {
             let numerator = (NSEC_PER_SEC as u128) << ((32 - shift) as u32);
             let mul = numerator / tsc_hz as u128;
             if mul <= u32::MAX as u128 {
-                return TscScale {
-                    mul_frac: mul as u32,
-                    shift: shift as i8,
-                };
+                return TscScale { mul_frac: mul as u32, shift: shift as i8 };
             }
             shift += 1;
         }
         // Unreachable for tsc_hz >= 1 (shift 31 gives mul <= 2e9), kept so
         // the function is total.
-        TscScale {
-            mul_frac: u32::MAX,
-            shift: MAX_SHIFT as i8,
-        }
+        TscScale { mul_frac: u32::MAX, shift: MAX_SHIFT as i8 }
     }
 
     /// Converts a TSC delta to nanoseconds (rounded down, saturating at
@@ -185,13 +176,7 @@ mod tests {
     #[test]
     fn known_shifts() {
         // 1 GHz: 1 ns per tick = 0.5 * 2^1.
-        assert_eq!(
-            TscScale::from_hz(1_000_000_000),
-            TscScale {
-                mul_frac: 1 << 31,
-                shift: 1
-            }
-        );
+        assert_eq!(TscScale::from_hz(1_000_000_000), TscScale { mul_frac: 1 << 31, shift: 1 });
         // 1 MHz: 1000 ns per tick = (1000/1024) * 2^10.
         assert_eq!(TscScale::from_hz(1_000_000).shift, 10);
         // 20 GHz: 0.05 ns per tick = 0.8 * 2^-4.
@@ -204,30 +189,11 @@ mod tests {
     fn accurate_below_one_ppm() {
         for hz in FREQS {
             let s = TscScale::from_hz(hz);
-            for ticks in [
-                1u64,
-                7,
-                999,
-                hz / 1000,
-                hz,
-                hz + 12_345,
-                hz * 60,
-                hz * 3600 + 17,
-            ] {
+            for ticks in [1u64, 7, 999, hz / 1000, hz, hz + 12_345, hz * 60, hz * 3600 + 17] {
                 // A right shift loses up to 2^-shift ticks; allow that much
                 // (plus 1 ns of rounding) in absolute terms.
-                let granularity = if s.shift < 0 {
-                    exact_ns(1u64 << s.shift.unsigned_abs(), hz) + 2
-                } else {
-                    1
-                };
-                assert_close(
-                    s.ticks_to_ns(ticks),
-                    exact_ns(ticks, hz),
-                    granularity,
-                    hz,
-                    ticks,
-                );
+                let granularity = if s.shift < 0 { exact_ns(1u64 << s.shift.unsigned_abs(), hz) + 2 } else { 1 };
+                assert_close(s.ticks_to_ns(ticks), exact_ns(ticks, hz), granularity, hz, ticks);
             }
         }
     }
@@ -253,10 +219,7 @@ mod tests {
             assert_close(got, want, 0, hz, ticks);
             // The truncated multiplier bounds the relative error by
             // 2^-31, i.e. about 0.5 ppb (0.4 s over 25 years).
-            assert!(
-                (got as u128).abs_diff(want) * 2_000_000_000 <= want,
-                "hz {hz}"
-            );
+            assert!((got as u128).abs_diff(want) * 2_000_000_000 <= want, "hz {hz}");
         }
     }
 
@@ -308,38 +271,21 @@ mod tests {
     fn ns_to_ticks_inverts() {
         for hz in FREQS {
             let s = TscScale::from_hz(hz);
-            for ns in [
-                0u64,
-                1,
-                10,
-                1_000,
-                1_000_000,
-                999_999_999,
-                86_400 * NSEC_PER_SEC,
-            ] {
+            for ns in [0u64, 1, 10, 1_000, 1_000_000, 999_999_999, 86_400 * NSEC_PER_SEC] {
                 let ticks = s.ns_to_ticks(ns);
                 let back = s.ticks_to_ns(ticks);
                 assert!(back >= ns, "hz {hz}: {ns} ns -> {ticks} -> {back}");
                 // Never more than a tick (plus the shift granularity) late.
                 let slack = exact_ns(1, hz) as u64 * 2 + 2 + (ns / 1_000_000);
-                let slack = if s.shift < 0 {
-                    slack + exact_ns(1u64 << s.shift.unsigned_abs(), hz) as u64
-                } else {
-                    slack
-                };
+                let slack =
+                    if s.shift < 0 { slack + exact_ns(1u64 << s.shift.unsigned_abs(), hz) as u64 } else { slack };
                 assert!(back - ns <= slack, "hz {hz}: {ns} ns -> {back}");
                 // And close to the exact tick count.
                 let want = ns as u128 * hz as u128 / NSEC_PER_SEC as u128;
                 assert_close(ticks, want, (1u128 << s.shift.unsigned_abs()) + 1, hz, ns);
             }
         }
-        assert_eq!(
-            TscScale::from_hz(1_000_000).ns_to_ticks(u64::MAX),
-            u64::MAX / 1000 + 1
-        );
-        assert_eq!(
-            TscScale::from_hz(20_000_000_000).ns_to_ticks(u64::MAX),
-            u64::MAX
-        );
+        assert_eq!(TscScale::from_hz(1_000_000).ns_to_ticks(u64::MAX), u64::MAX / 1000 + 1);
+        assert_eq!(TscScale::from_hz(20_000_000_000).ns_to_ticks(u64::MAX), u64::MAX);
     }
 }

@@ -8,8 +8,11 @@ use systest::{boot_with_guests, timeouts, Error, Qemu, Regex};
 
 const CMD: Duration = timeouts::COMMAND;
 
-/// `list` rows as (name, id, mem, vcpus, state, time).
-fn list(q: &mut Qemu) -> Result<Vec<(String, u32, u64, u32, String, f64)>, Error> {
+/// A `list` row: name, ID, Mem(MiB), VCPUs, State, Time(s).
+type Row = (String, u32, u64, u32, String, f64);
+
+/// `list` rows.
+fn list(q: &mut Qemu) -> Result<Vec<Row>, Error> {
     let out = q.command("list", CMD)?;
     let mut lines = out.lines().skip_while(|l| !l.starts_with("Name "));
     let header = lines.next().unwrap_or_default();
@@ -232,7 +235,7 @@ fn hostile_guest_is_contained_and_heartbeat_keeps_beating() -> Result<(), Error>
     // Hypercalls with wild arguments: every one refused, nothing accepted.
     q.send_line("create -c hostile name=probe extra=\"fault=none\"")?;
     let report = q.expect(
-        &Regex::new(r"hostile: hypercall tests done: \d+ calls, \d+ unexpectedly accepted").unwrap(),
+        Regex::new(r"hostile: hypercall tests done: \d+ calls, \d+ unexpectedly accepted").unwrap(),
         Duration::from_secs(60),
     )?;
     assert!(report.contains(", 0 unexpectedly accepted"), "{report}");
@@ -266,7 +269,7 @@ fn hostile_guest_is_contained_and_heartbeat_keeps_beating() -> Result<(), Error>
     // between beats much beyond its 100 ms period.
     q.send_line("console heartbeat")?;
     q.expect("[attached to domain 1", CMD)?;
-    let text = q.expect(&Regex::new(r"seq=60 t=").unwrap(), Duration::from_secs(60))?;
+    let text = q.expect(Regex::new(r"seq=60 t=").unwrap(), Duration::from_secs(60))?;
     q.send(b"\x1d")?;
     let beat = Regex::new(r"seq=(\d+) t=(\d+)\.(\d+)").unwrap();
     let beats: Vec<(u64, f64)> = beat
