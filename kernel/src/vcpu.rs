@@ -369,14 +369,18 @@ pub fn schedule() {
         from.gs = gs;
         let from_rsp: *mut u64 = &mut from.saved_rsp;
         let to = s.threads.get(&next)?;
-        let to_info = (to.saved_rsp, to.kstack_top, to.cr3, to.fs, to.gs);
+        let to_info = (to.saved_rsp, to.kstack_top, to.cr3, to.fs, to.gs, to.owner.map(|(_, i)| i));
         s.current = next;
         Some((from_rsp, to_info))
     })
     .flatten();
-    if let Some((from_rsp, (to_rsp, ktop, cr3, fs, gs))) = switch {
+    if let Some((from_rsp, (to_rsp, ktop, cr3, fs, gs, vcpu_idx))) = switch {
         if ktop != 0 {
             syscall::set_kernel_stack(ktop);
+        }
+        if let Some(i) = vcpu_idx {
+            // RDTSCP hands the guest its vCPU index (ABI: TSC_AUX).
+            syscall::set_tsc_aux(i);
         }
         syscall::set_fs_gs_base(fs, gs);
         if cpu::read_cr3() != cr3 {

@@ -43,6 +43,32 @@ pub fn set_kernel_stack(top: u64) {
     gdt::set_rsp0(top);
 }
 
+const TSC_AUX: u32 = 0xC000_0103;
+
+/// Whether the CPU has RDTSCP (and so the TSC_AUX MSR).
+fn has_rdtscp() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static CACHED: AtomicU8 = AtomicU8::new(0);
+    match CACHED.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = cpu::cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && cpu::cpuid(0x8000_0001, 0).edx & (1 << 27) != 0;
+            CACHED.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+/// Sets what RDTSCP returns in ECX (the running vCPU's index).
+pub fn set_tsc_aux(v: u32) {
+    if has_rdtscp() {
+        // SAFETY: TSC_AUX only feeds RDTSCP/RDPID; nothing in the hypervisor
+        // depends on it.
+        unsafe { cpu::wrmsr(TSC_AUX, u64::from(v)) };
+    }
+}
+
 /// Reads FS and GS base.
 pub fn fs_gs_base() -> (u64, u64) {
     (cpu::rdmsr(FS_BASE), cpu::rdmsr(GS_BASE))
