@@ -6,6 +6,10 @@
 //! ```text
 //! spin: t=<s> iters=<total> rate=<iterations per second> x=<lcg state>
 //! ```
+//!
+//! With `yields=N` it instead yields N times, prints
+//! `spin: N yields in <ns> ns, <ns> ns/yield` and exits: with two such
+//! domains side by side every yield is a domain switch (the bench's figure).
 #![no_std]
 #![no_main]
 
@@ -21,6 +25,15 @@ fn spin(env: &Env) -> i32 {
     let report_ns = report_s.saturating_mul(1_000_000_000);
     let mut x = env.arg_u64_or("seed", 1);
     println!("spin: start name={} report_s={report_s} seed={x}", env.name());
+    if let Some(n) = env.arg_u64("yields") {
+        let t0 = now();
+        for _ in 0..n {
+            yield_now();
+        }
+        let dt = now() - t0;
+        println!("spin: {n} yields in {dt} ns, {} ns/yield", dt / n.max(1));
+        return 0;
+    }
     let start = now();
     let mut next_report = start.saturating_add(report_ns);
     let (mut iters, mut last_iters, mut last_t) = (0u64, 0u64, start);

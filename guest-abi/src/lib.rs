@@ -25,7 +25,7 @@ pub const START_INFO_VA: u64 = 0x1000;
 /// Where the time page is mapped (read-only): one [`VcpuTime`] per vCPU.
 pub const TIME_PAGE_VA: u64 = 0x2000;
 /// Lowest address a guest image may load at.
-pub const IMAGE_BASE: u64 = 0x20_0000;
+pub const IMAGE_BASE: u64 = 0x1_0000;
 /// Most vCPUs a domain can have (one time record each in the time page).
 pub const MAX_VCPUS: u32 = 64;
 /// Size of the initial stack at the top of guest memory.

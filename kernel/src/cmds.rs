@@ -392,10 +392,12 @@ fn create(args: &[&str]) {
         }
         return;
     };
+    let t0 = time::now_ns();
     match crate::domains::create(&a, &stem, bytes) {
         Ok(id) => {
+            let us = (time::now_ns() - t0) / 1000;
             let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
-            println!("created domain {id} ({name})");
+            println!("created domain {id} ({name}) in {}.{:03} ms", us / 1000, us % 1000);
             if attach {
                 console(&[name.as_str()]);
             }

@@ -181,6 +181,124 @@ fn kvm_iso(ctx: &mut Ctx) -> Cell {
     }
 }
 
+/// Boots `-kernel` (TCG, qemu64) with the named example guests as modules.
+fn boot_guests(guests: &[&str], mem: &str) -> Result<systest::Qemu, String> {
+    systest::boot_with_guests(guests, "qemu64", mem).map_err(|e| e.to_string())
+}
+
+/// Runs a command and returns the first capture of `re` in its output.
+fn capture(q: &mut systest::Qemu, cmd: &str, re: &str, wait: Duration) -> Result<String, String> {
+    let re = systest::Regex::new(re).map_err(|e| e.to_string())?;
+    q.send_line(cmd).map_err(|e| e.to_string())?;
+    let caps = q.expect_captures(&re, wait).map_err(|e| e.to_string())?;
+    caps.get(1).cloned().ok_or_else(|| "no capture".to_string())
+}
+
+fn null_hypercall(ctx: &mut Ctx) -> Cell {
+    let run = || -> Result<Vec<f64>, String> {
+        let mut q = boot_guests(&["hostile"], "256M")?;
+        let mut v = Vec::new();
+        for i in 0..ctx.runs {
+            let ns = capture(
+                &mut q,
+                &format!("create -c hostile name=n{i} extra=\"fault=none\""),
+                r"storm 100000 x vcpu_id -> \d+ ms, \d+ calls/s, (\d+) ns/call",
+                Duration::from_secs(60),
+            )?;
+            v.push(ns.parse().map_err(|_| "bad figure")?);
+            q.expect(systest::PROMPT, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        }
+        Ok(v)
+    };
+    match run().map(|v| (!v.is_empty()).then(|| median(&v))) {
+        Ok(Some(ns)) => {
+            Cell::ok(format!("{ns:.0} ns"), "syscall + dispatch + iretq, 100 000 VCPU_ID calls from ring 3 (TCG)")
+        }
+        Ok(None) => Cell::na("no figures"),
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn domain_switch(ctx: &mut Ctx) -> Cell {
+    let run = || -> Result<(f64, f64), String> {
+        let mut q = boot_guests(&["spin"], "256M")?;
+        let re = r"spin: \d+ yields in \d+ ns, (\d+) ns/yield";
+        let alone = capture(&mut q, "create -c spin name=alone extra=\"yields=200000\"", re, Duration::from_secs(120))?;
+        q.expect(systest::PROMPT, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        let mut pairs = Vec::new();
+        for i in 0..ctx.runs {
+            // The partner yields twice as often, so it outlives the measured run.
+            q.command(&format!("create spin name=partner{i} extra=\"yields=400000\""), timeouts::COMMAND)
+                .map_err(|e| e.to_string())?;
+            let ns = capture(
+                &mut q,
+                &format!("create -c spin name=pp{i} extra=\"yields=200000\""),
+                re,
+                Duration::from_secs(120),
+            )?;
+            q.expect(systest::PROMPT, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            q.command(&format!("destroy partner{i}"), timeouts::COMMAND).map_err(|e| e.to_string())?;
+            pairs.push(ns.parse::<f64>().map_err(|_| "bad figure")?);
+        }
+        Ok((alone.parse().map_err(|_| "bad figure")?, median(&pairs)))
+    };
+    match run() {
+        Ok((alone, pair)) => Cell::ok(
+            format!("{:.0} ns", pair / 2.0),
+            format!("two domains yielding to each other: {pair:.0} ns per yield = 2 switches; one domain alone: {alone:.0} ns per yield (TCG)"),
+        ),
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn create_16mib(ctx: &mut Ctx) -> Cell {
+    let run = || -> Result<Vec<f64>, String> {
+        let mut q = boot_guests(&["heartbeat"], "256M")?;
+        let mut v = Vec::new();
+        for i in 0..ctx.runs {
+            let ms = capture(
+                &mut q,
+                &format!("create heartbeat name=c{i} memory=16"),
+                r"created domain \d+ \(\S+\) in ([0-9.]+) ms",
+                timeouts::COMMAND,
+            )?;
+            q.expect(systest::PROMPT, timeouts::COMMAND).map_err(|e| e.to_string())?;
+            q.command(&format!("destroy c{i}"), timeouts::COMMAND).map_err(|e| e.to_string())?;
+            v.push(ms.parse().map_err(|_| "bad figure")?);
+        }
+        Ok(v)
+    };
+    match run().map(|v| (!v.is_empty()).then(|| median(&v))) {
+        Ok(Some(ms)) => {
+            Cell::ok(format!("{ms:.2} ms"), "ELF check, 4096 frames zeroed and mapped, image copied, vCPU made (TCG)")
+        }
+        Ok(None) => Cell::na("no figures"),
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn one_mib_guests(_: &mut Ctx) -> Cell {
+    let run = || -> Result<usize, String> {
+        let mut q = boot_guests(&["heartbeat"], "256M")?;
+        for n in 0..4096 {
+            let out = q
+                .command(&format!("create heartbeat memory=1 name=g{n}"), timeouts::COMMAND)
+                .map_err(|e| e.to_string())?;
+            if !out.contains("created domain") {
+                return if out.contains("not enough memory") { Ok(n) } else { Err(out) };
+            }
+        }
+        Ok(4096)
+    };
+    match run() {
+        Ok(n) => Cell::ok(
+            format!("{n}"),
+            "heartbeat guests of memory=1 created until memory ran out, all running (QEMU -m 256M)",
+        ),
+        Err(e) => Cell::na(e),
+    }
+}
+
 type Measure = fn(&mut Ctx) -> Cell;
 
 /// The table, in order. Add a row here.
@@ -193,6 +311,10 @@ const ROWS: &[(&str, Measure)] = &[
     ("kernel entry → prompt (-kernel, KVM)", |c| kernel(c, Setup::KvmKernel)),
     ("QEMU launch → prompt (-kernel, KVM)", |c| wall(c, Setup::KvmKernel)),
     ("QEMU launch → prompt (GRUB ISO, KVM)", kvm_iso),
+    ("null hypercall round trip", null_hypercall),
+    ("domain switch", domain_switch),
+    ("create a 16 MiB guest", create_16mib),
+    ("1 MiB guests on a 256 MiB host", one_mib_guests),
 ];
 
 const USAGE: &str = "usage: bench [--runs N] [--only TEXT]\n  \
