@@ -92,11 +92,12 @@ impl Domain {
         match &self.stop {
             Some(Stop::Crashed(_)) => f.crashed = true,
             Some(_) => f.dying = true,
-            None if self.paused => f.paused = true,
+            None if self.paused => {
+                f.paused = true;
+                f.shutdown = self.shutdown_deadline.is_some();
+            }
             None => {
-                if self.shutdown_deadline.is_some() {
-                    f.shutdown = true;
-                }
+                f.shutdown = self.shutdown_deadline.is_some();
                 let any_running = self.vcpus.iter().any(|v| vcpu::is_running(v.thread));
                 let any_runnable = self.vcpus.iter().any(|v| vcpu::state(v.thread) == Some(SchedState::Runnable));
                 if any_running || any_runnable {

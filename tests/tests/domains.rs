@@ -80,6 +80,14 @@ fn lifecycle_list_pause_rename_shutdown_destroy() -> Result<(), Error> {
     assert!(out.contains("created domain 3 (heartbeat)"), "{out}");
     let out = q.command("destroy nosuch", CMD)?;
     assert_eq!(out.trim(), "error: no domain named 'nosuch'");
+    // A domain that cannot answer (paused) is destroyed when the grace
+    // period ends.
+    q.command("pause heartbeat", CMD)?;
+    let out = q.command("shutdown heartbeat", CMD)?;
+    assert!(out.contains("asked domain 3 to shut down"), "{out}");
+    assert_eq!(row(&list(&mut q)?, "heartbeat").map(|r| r.4.as_str()), Some("--ps--"));
+    q.expect("domain 3: did not shut down within 10 s; destroyed", Duration::from_secs(30))?;
+    assert_eq!(list(&mut q)?.len(), 1);
     Ok(())
 }
 
@@ -236,6 +244,8 @@ const FATAL: [&str; 19] = [
 #[test]
 fn hostile_guest_is_contained_and_heartbeat_keeps_beating() -> Result<(), Error> {
     let mut q = boot_with_guests(&["heartbeat", "hostile"], "max", "512M")?;
+    let info = q.command("info", CMD)?;
+    assert!(info.contains("NX on, SMEP on, SMAP on"), "-cpu max has SMEP and SMAP: {info}");
     q.command("create heartbeat extra=\"period_ms=100\"", CMD)?;
     // Hypercalls with wild arguments: every one refused, nothing accepted.
     q.send_line("create -c hostile name=probe extra=\"fault=none\"")?;
