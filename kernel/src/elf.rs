@@ -890,15 +890,7 @@ mod tests {
     }
 
     /// xorshift64*: deterministic pseudo-random mutations.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-    }
+    use crate::testutil::Rng;
 
     fn check_invariants(img: &ElfImage, file: &[u8], mem: u64) {
         assert!(!img.segments.is_empty() && img.segments.len() <= MAX_SEGMENTS);

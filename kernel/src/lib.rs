@@ -19,6 +19,8 @@ pub mod logring;
 pub mod rtc;
 pub mod sched;
 pub mod shell;
+#[cfg(test)]
+mod testutil;
 
 /// The product name printed in the banner, `info` and the prompt.
 pub const NAME: &str = "rhv";
