@@ -1439,7 +1439,6 @@ mod tests {
         assert_eq!(s.to_string(), "ACPI table ?A?B at 0x10: checksum mismatch");
     }
 
-    /// xorshift64*: deterministic pseudo-random mutations.
     use crate::testutil::Rng;
 
     #[test]

@@ -1195,7 +1195,6 @@ mod tests {
         assert_eq!(errs[2].to_string(), "multiboot2 tag at 0x10010: size is below 8 (value 0x0)");
     }
 
-    /// xorshift64*: deterministic pseudo-random bytes for mutation tests.
     use crate::testutil::Rng;
 
     #[test]

@@ -350,7 +350,6 @@ mod tests {
         assert_eq!(contents(&r), b"xy");
     }
 
-    /// xorshift64*: deterministic pseudo-random operations.
     use crate::testutil::Rng;
 
     #[test]

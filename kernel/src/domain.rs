@@ -941,7 +941,6 @@ mod tests {
         assert_eq!(default_name(&"7".repeat(100)), format!("dom-{}", "7".repeat(59)));
     }
 
-    /// xorshift64*: deterministic pseudo-random input.
     use crate::testutil::Rng;
 
     #[test]

@@ -889,7 +889,6 @@ mod tests {
         assert_eq!(Size(0).to_string(), "0 bytes");
     }
 
-    /// xorshift64*: deterministic pseudo-random mutations.
     use crate::testutil::Rng;
 
     fn check_invariants(img: &ElfImage, file: &[u8], mem: u64) {

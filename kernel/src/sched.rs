@@ -478,7 +478,6 @@ mod tests {
         assert_eq!(s.pick(), Some(2));
     }
 
-    /// xorshift64*: deterministic pseudo-random operations.
     use crate::testutil::Rng;
 
     #[test]
