@@ -71,6 +71,11 @@ pub struct Options {
     pub selftest: bool,
     /// `hostname=`: the name `list` shows for the hypervisor itself (ID 0).
     pub hostname: String,
+    /// `ip=`: `dhcp` or `A.B.C.D/N` for the hypervisor's own address (checked
+    /// by the network code, which names a bad value).
+    pub ip: Option<String>,
+    /// `gw=`: the default gateway with a static `ip=`.
+    pub gw: Option<String>,
     /// The line as given, trimmed and without the image path.
     pub raw: String,
 }
@@ -84,6 +89,8 @@ impl Default for Options {
             panic: PanicAction::Halt,
             selftest: false,
             hostname: String::from("Domain-0"),
+            ip: None,
+            gw: None,
             raw: String::new(),
         }
     }
@@ -147,6 +154,8 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
         "panic" => with_value(value, PANIC_EXPECTED, parse_panic).map(|p| opts.panic = p),
         "selftest" => value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.selftest = on),
         "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
+        "ip" => with_value(value, "dhcp or A.B.C.D/N", |v| Some(String::from(v))).map(|v| opts.ip = Some(v)),
+        "gw" => with_value(value, "A.B.C.D", |v| Some(String::from(v))).map(|v| opts.gw = Some(v)),
         "" => {
             warnings.push("cmdline: option without a name ignored".into());
             return;

@@ -42,6 +42,18 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "sched-credit [-d <dom> [-w <weight>]]",
         summary: "show or set scheduling weights",
     },
+    CommandInfo {
+        name: "network-list",
+        usage: "network-list <dom>",
+        summary: "a domain's virtual interface and its counters",
+    },
+    CommandInfo { name: "lspci", usage: "lspci", summary: "list PCI devices" },
+    CommandInfo { name: "ifconfig", usage: "ifconfig", summary: "NICs and the hypervisor's own address with counters" },
+    CommandInfo {
+        name: "ping",
+        usage: "ping <a.b.c.d> [count]",
+        summary: "send ICMP echo requests from the hypervisor (Ctrl-C stops)",
+    },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo {
@@ -94,6 +106,10 @@ pub fn run(line: &str) {
         "rename" => rename(&args),
         "vcpu-list" => vcpu_list(&args),
         "sched-credit" => sched_credit(&args),
+        "lspci" => lspci(),
+        "ifconfig" => ifconfig(),
+        "ping" => ping(&args),
+        "network-list" => network_list(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -621,5 +637,130 @@ fn sched_credit(args: &[&str]) {
                 }
             });
         }
+    }
+}
+
+// ------------------------------------------------------------ network --
+
+fn lspci() {
+    for l in crate::network::lspci() {
+        println!("{l}");
+    }
+}
+
+fn ifconfig() {
+    for l in crate::network::ifconfig() {
+        println!("{l}");
+    }
+}
+
+fn network_list(args: &[&str]) {
+    if let Some(id) = resolve(args.first()) {
+        for l in crate::network::network_list(id) {
+            println!("{l}");
+        }
+    }
+}
+
+fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Waits a little (runs guests or halts until the next interrupt); true if
+/// the operator pressed Ctrl-C meanwhile.
+fn wait_interruptible() -> bool {
+    crate::vcpu::shell_idle();
+    let mut buf = [0u8; 16];
+    let n = crate::drivers::serial::read(&mut buf);
+    buf[..n].contains(&0x03)
+}
+
+fn ping(args: &[&str]) {
+    let Some(dst) = args.first().and_then(|a| parse_ipv4(a)) else {
+        println!("usage: ping <a.b.c.d> [count]");
+        return;
+    };
+    let count: u16 = match args.get(1) {
+        None => 4,
+        Some(c) => match c.parse() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                println!("error: bad count '{c}' (expected 1-10000)");
+                return;
+            }
+        },
+    };
+    let ip = alloc::format!("{}.{}.{}.{}", dst[0], dst[1], dst[2], dst[3]);
+    let ident = (crate::arch::cpu::rdtsc() & 0xFFFF) as u16;
+    println!("PING {ip}: 56 data bytes");
+    let (mut sent, mut received) = (0u32, 0u32);
+    let mut rtts: Vec<u64> = Vec::new();
+    let mut interrupted = false;
+    'outer: for seq in 1..=count {
+        let t0 = time::now_ns();
+        match crate::network::with_stack(|s| s.ping_send(dst, ident, seq, 56, t0 / 1000)) {
+            None => {
+                println!("error: the hypervisor has no network (boot with ip=dhcp or ip=A.B.C.D/N and a NIC)");
+                return;
+            }
+            Some(Err(e)) => {
+                println!("error: ping {ip}: {e}");
+                return;
+            }
+            Some(Ok(())) => {}
+        }
+        sent += 1;
+        crate::network::pump();
+        let mut replied = false;
+        loop {
+            let now = time::now_ns();
+            if let Some(r) = crate::network::with_stack(|s| s.ping_recv(now / 1000)).flatten() {
+                if r.seq == seq {
+                    replied = true;
+                    received += 1;
+                    rtts.push(r.rtt_us);
+                    println!(
+                        "{} bytes from {ip}: icmp_seq={seq} time={}.{:03} ms",
+                        r.bytes,
+                        r.rtt_us / 1000,
+                        r.rtt_us % 1000
+                    );
+                }
+                continue;
+            }
+            if replied && seq == count {
+                break;
+            }
+            if now - t0 >= 1_000_000_000 {
+                if !replied {
+                    println!("no reply from {ip}: icmp_seq={seq}");
+                }
+                break;
+            }
+            if wait_interruptible() {
+                interrupted = true;
+                break 'outer;
+            }
+        }
+    }
+    if interrupted {
+        println!("^C");
+    }
+    let loss = ((sent - received) * 100).checked_div(sent).unwrap_or(0);
+    println!("--- {ip} ping statistics ---");
+    println!("{sent} packets transmitted, {received} received, {loss}% packet loss");
+    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
+        let avg = rtts.iter().sum::<u64>() / rtts.len() as u64;
+        let f = |us: u64| alloc::format!("{}.{:03}", us / 1000, us % 1000);
+        println!("rtt min/avg/max = {}/{}/{} ms", f(*min), f(avg), f(*max));
     }
 }

@@ -35,7 +35,8 @@ pub const DEFAULT_VCPUS: u32 = 1;
 /// including a terminating NUL.
 pub const MAX_EXTRA_BYTES: usize = 1023;
 /// The synopsis of the `create` command.
-pub const CREATE_USAGE: &str = "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N]";
+pub const CREATE_USAGE: &str =
+    "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N] [vif=mac=MAC]";
 
 /// How many characters of an offending word error messages show.
 const SHOWN_CHARS: usize = 40;
@@ -413,6 +414,10 @@ pub struct CreateArgs {
     pub extra: String,
     /// `weight=`, 1..=65535; default [`DEFAULT_WEIGHT`].
     pub weight: u16,
+    /// `vif=`: give the domain a network interface; the value lists
+    /// `key=value` settings separated by commas (`mac=02:…`), or is empty
+    /// for a generated MAC. Checked by the network code.
+    pub vif: Option<String>,
 }
 
 /// A decimal number of ASCII digits only (no sign, no spaces).
@@ -447,8 +452,9 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
         vcpus: DEFAULT_VCPUS,
         extra: String::new(),
         weight: DEFAULT_WEIGHT,
+        vif: None,
     };
-    let mut seen = [false; 5];
+    let mut seen = [false; 6];
     for &word in words {
         let option = word.split_once('=').filter(|(key, _)| {
             !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -470,9 +476,10 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
             "vcpus" => 2,
             "extra" => 3,
             "weight" => 4,
+            "vif" => 5,
             _ => {
                 return Err(format!(
-                    "unknown option '{}' (expected name=, memory=, vcpus=, extra=, weight=)",
+                    "unknown option '{}' (expected name=, memory=, vcpus=, extra=, weight=, vif=)",
                     sanitize(key, SHOWN_CHARS)
                 ))
             }
@@ -504,9 +511,15 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
                 }
                 value.clone_into(&mut args.extra);
             }
-            _ => {
+            4 => {
                 let n = number_option(key, "a number", value, 1, u64::from(u16::MAX))?;
                 args.weight = u16::try_from(n).unwrap_or(DEFAULT_WEIGHT);
+            }
+            _ => {
+                if value.len() > 128 || value.chars().any(char::is_control) {
+                    return Err("vif= must be a short list like mac=02:00:00:00:00:01".to_owned());
+                }
+                args.vif = Some(value.to_owned());
             }
         }
     }
@@ -840,8 +853,19 @@ mod tests {
                 vcpus: 1,
                 extra: String::new(),
                 weight: 256,
+                vif: None,
             }
         );
+    }
+
+    #[test]
+    fn create_vif() {
+        assert_eq!(parse_create(&["e", "vif="]).unwrap().vif.as_deref(), Some(""));
+        assert_eq!(
+            parse_create(&["e", "vif=mac=02:00:00:00:00:01"]).unwrap().vif.as_deref(),
+            Some("mac=02:00:00:00:00:01")
+        );
+        assert!(parse_create(&["e", "vif=a", "vif=b"]).is_err());
     }
 
     #[test]
@@ -874,10 +898,13 @@ mod tests {
         assert_eq!(err(&[]), usage);
         assert_eq!(err(&["name=x"]), usage);
         assert_eq!(err(&[""]), usage);
-        assert_eq!(err(&["img", "foo=1"]), "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=)");
+        assert_eq!(
+            err(&["img", "foo=1"]),
+            "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=, vif=)"
+        );
         assert_eq!(
             err(&["img", "Memory=1"]),
-            "unknown option 'Memory' (expected name=, memory=, vcpus=, extra=, weight=)"
+            "unknown option 'Memory' (expected name=, memory=, vcpus=, extra=, weight=, vif=)"
         );
         for bad in ["0", "65537", "", "-1", "+5", "16M", "1.5", "99999999999999999999999"] {
             assert_eq!(

@@ -296,6 +296,15 @@ pub fn create(args: &CreateArgs, image_name: &str, file: &[u8]) -> Result<DomId,
         rsp: stack_top,
         ss: u64::from(gdt::USER_DS),
     };
+    if let Some(spec) = &args.vif {
+        match crate::network::vif_add(id, spec) {
+            Ok(mac) => log::info!("domain {id} ({name}): vif mac {mac}"),
+            Err(e) => {
+                destroy(id);
+                return Err(e);
+            }
+        }
+    }
     let mut failed = false;
     with_table(|t| {
         if let Some(d) = t.get_mut(id) {
@@ -429,6 +438,7 @@ fn write_time_page(d: &Domain, vcpus: u32) {
 pub fn destroy(id: DomId) -> bool {
     let d = with_table(|t| t.remove(id));
     let Some(mut d) = d else { return false };
+    crate::network::vif_remove(id);
     for v in &d.vcpus {
         vcpu::set_state(v.thread, SchedState::Paused);
         vcpu::destroy_thread(v.thread);

@@ -50,6 +50,9 @@ pub fn dispatch(f: &mut TrapFrame) {
         nr::VCPU_ID => Ok(u64::from(idx)),
         nr::EVENTS => with_dom(dom, |d| Ok(core::mem::take(&mut d.events))),
         nr::VCPU_UP => vcpu_up(dom, a1, a2, a3, a4),
+        nr::NET_INFO => net_info(dom, a1, a2),
+        nr::NET_WRITE => net_write(dom, a1, a2),
+        nr::NET_READ => net_read(dom, a1, a2),
         _ => Err(Error::NoSys),
     };
     f.rax = match r {
@@ -134,6 +137,57 @@ fn vcpu_up(dom: DomId, which: u64, rip: u64, rsp: u64, arg: u64) -> Result<u64, 
         vcpu::set_state(thread, hypervisor::sched::State::Runnable);
     }
     Ok(0)
+}
+
+/// Size of the `NetInfo` record: mac[6], pad[2], mtu u32, flags u32 (bit 0:
+/// link up).
+const NET_INFO_BYTES: u64 = 16;
+/// Shortest and longest Ethernet frame a guest may send (no FCS).
+const FRAME_MIN: u64 = 14;
+const FRAME_MAX: u64 = 1514;
+
+fn net_info(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
+    let (mac, link) = crate::network::vif_info(dom).ok_or(Error::NoDev)?;
+    if len < NET_INFO_BYTES {
+        return Err(Error::Invalid);
+    }
+    let mut rec = [0u8; NET_INFO_BYTES as usize];
+    rec[..6].copy_from_slice(&mac.0);
+    rec[8..12].copy_from_slice(&1500u32.to_le_bytes());
+    rec[12..16].copy_from_slice(&u32::from(link).to_le_bytes());
+    with_dom(dom, |d| d.copy_to(buf, &rec))?;
+    Ok(NET_INFO_BYTES)
+}
+
+fn net_write(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
+    if crate::network::vif_info(dom).is_none() {
+        return Err(Error::NoDev);
+    }
+    if len > FRAME_MAX {
+        return Err(Error::TooBig);
+    }
+    if len < FRAME_MIN {
+        return Err(Error::Invalid);
+    }
+    let frame = with_dom(dom, |d| d.copy_from(buf, len))?;
+    crate::network::vif_transmit(dom, &frame);
+    Ok(len)
+}
+
+fn net_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
+    if crate::network::vif_info(dom).is_none() {
+        return Err(Error::NoDev);
+    }
+    with_dom(dom, |d| d.check_writable(buf, len))?;
+    match crate::network::vif_receive(dom, usize::try_from(len).unwrap_or(usize::MAX)) {
+        Ok(None) => Ok(0),
+        Ok(Some(frame)) => {
+            with_dom(dom, |d| d.copy_to(buf, &frame))?;
+            Ok(frame.len() as u64)
+        }
+        // The buffer is too small: the frame stays queued.
+        Err(_) => Err(Error::TooBig),
+    }
 }
 
 /// An exception in ring 3: the domain is crashed with a one-line reason.

@@ -16,6 +16,7 @@ pub mod elf;
 pub mod frames;
 pub mod lineedit;
 pub mod logring;
+pub mod pci;
 pub mod rtc;
 pub mod sched;
 pub mod shell;

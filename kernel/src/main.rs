@@ -34,6 +34,8 @@ mod logger;
 #[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
+mod network;
+#[cfg(target_os = "none")]
 mod power;
 #[cfg(target_os = "none")]
 mod selftest;
@@ -182,6 +184,7 @@ mod kernel {
         );
 
         crate::vcpu::init();
+        crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref());
         if b.opts.selftest {
             crate::selftest::run()
         }

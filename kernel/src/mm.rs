@@ -537,3 +537,25 @@ pub fn module_bytes(m: &hypervisor::bootinfo::Module) -> Option<&'static [u8]> {
     // the kernel) and direct-mapped for the whole run.
     Some(unsafe { core::slice::from_raw_parts(paging::phys_to_virt(m.start) as *const u8, len as usize) })
 }
+
+/// Allocates `bytes` (rounded up to pages) of physically contiguous, zeroed
+/// memory for device DMA; returns (physical, virtual) addresses. The memory
+/// is ordinary write-back RAM seen through the direct map (x86 DMA is
+/// cache-coherent).
+pub fn alloc_dma(bytes: u64) -> Option<(u64, u64)> {
+    let frames = bytes.div_ceil(PAGE_SIZE).max(1) as usize;
+    let pa = FRAMES.lock().as_mut()?.alloc_contiguous(frames, 1)?;
+    let va = paging::phys_to_virt(pa);
+    // SAFETY: the frames were just taken from the allocator for the caller
+    // alone and lie in the direct map.
+    unsafe { core::ptr::write_bytes(va as *mut u8, 0, frames * PAGE_SIZE as usize) };
+    Some((pa, va))
+}
+
+/// Returns memory from `alloc_dma` (the device must no longer use it).
+pub fn free_dma(pa: u64, bytes: u64) {
+    let frames = bytes.div_ceil(PAGE_SIZE).max(1);
+    for i in 0..frames {
+        let _ = free_frame(pa + i * PAGE_SIZE);
+    }
+}

@@ -98,10 +98,20 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v == u64::from(apic::TIMER_VECTOR) => {
             TICKS.fetch_add(1, Ordering::Relaxed);
             apic::eoi();
+            // Polling fallback and protocol timers (ARP, DHCP, TCP).
+            crate::network::pump();
             crate::vcpu::on_tick();
         }
         v if v == u64::from(SERIAL_VECTOR) => {
             crate::drivers::serial::poll_rx();
+            apic::eoi();
+            crate::vcpu::on_device_interrupt();
+        }
+        v if (u64::from(crate::network::NIC_VECTOR_BASE)..u64::from(crate::network::NIC_VECTOR_BASE) + 8)
+            .contains(&v) =>
+        {
+            // Level-triggered: the driver clears the device's cause first.
+            crate::network::on_irq();
             apic::eoi();
             crate::vcpu::on_device_interrupt();
         }

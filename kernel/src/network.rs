@@ -1,0 +1,338 @@
+//! The hypervisor on the network, without a dom0: NIC drivers feed a
+//! learning bridge (`net::bridge`) whose ports are the physical NICs, the
+//! hypervisor's own smoltcp stack (`net::stack`) and one virtual interface
+//! per guest. Frames move in interrupt context (NIC interrupts, the timer
+//! tick as a polling fallback) and on guest hypercalls.
+//!
+//! Lock order: `NET` may be taken before `domains::DOMAINS`, never after;
+//! events for domains are posted after `NET` is released.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hypervisor::domain::DomId;
+use net::bridge::{Bridge, PortId, PortKind, Verdict};
+use net::mac::Mac;
+use net::stack::{IpConfig, NetStack};
+
+use crate::arch::sync::IrqMutex;
+use crate::drivers::nic::Nic;
+use crate::drivers::pci::{self, PciDevice};
+use crate::time;
+
+/// First interrupt vector for NICs (one per NIC).
+pub const NIC_VECTOR_BASE: u8 = 0x30;
+/// Frames a guest's receive queue holds before new ones are dropped.
+const VIF_QUEUE: usize = 256;
+/// Frames moved per NIC per pump (bounds the time spent in an interrupt).
+const RX_BUDGET: usize = 64;
+
+struct Uplink {
+    nic: Box<dyn Nic>,
+    port: PortId,
+}
+
+/// A guest's virtual interface.
+pub struct Vif {
+    pub port: PortId,
+    pub mac: Mac,
+    rxq: VecDeque<Vec<u8>>,
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub rx_dropped: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+}
+
+struct Net {
+    bridge: Bridge,
+    uplinks: Vec<Uplink>,
+    host: Option<(PortId, NetStack)>,
+    vifs: BTreeMap<DomId, Vif>,
+}
+
+static NET: IrqMutex<Option<Net>> = IrqMutex::new(None);
+static PCI: IrqMutex<Vec<PciDevice>> = IrqMutex::new(Vec::new());
+
+fn now_ms() -> u64 {
+    time::now_ns() / 1_000_000
+}
+
+/// Finds the NICs, builds the bridge and starts the hypervisor's own stack
+/// with the `ip=`/`gw=` options.
+pub fn init(ip: Option<&str>, gw: Option<&str>) {
+    let devs = pci::scan();
+    let nics = crate::drivers::probe_nics(&devs);
+    *PCI.lock() = devs;
+    let mut bridge = Bridge::new(300_000);
+    let mut uplinks = Vec::new();
+    for (i, mut nic) in nics.into_iter().enumerate() {
+        nic.set_promiscuous(true);
+        let port = bridge.add_port(PortKind::Uplink);
+        let vector = NIC_VECTOR_BASE + i as u8;
+        match nic.irq_gsi() {
+            // PCI INTx: level-triggered, active low.
+            Some(gsi) if crate::arch::ioapic::route(gsi, vector, 0b1111, crate::arch::apic::id()) => {}
+            _ => log::warn!("net: {} at {}: no usable interrupt; polled", nic.name(), nic.location()),
+        }
+        log::info!(
+            "net: {} at {} mac {} link {}",
+            nic.name(),
+            nic.location(),
+            Mac(nic.mac()),
+            if nic.link_up() { "up" } else { "down" }
+        );
+        uplinks.push(Uplink { nic, port });
+    }
+    let host = match uplinks.first() {
+        None => {
+            if ip.is_some() {
+                log::warn!("net: ip= given but no supported NIC found (e1000, virtio-net)");
+            }
+            None
+        }
+        Some(u) => {
+            let cfg = match ip {
+                None => IpConfig::None,
+                Some(ip) => match net::stack::parse_ip_config(ip, gw) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::warn!("net: ip={ip}: {e}; no address");
+                        IpConfig::None
+                    }
+                },
+            };
+            let port = bridge.add_port(PortKind::Host);
+            Some((port, NetStack::new(Mac(u.nic.mac()), cfg, now_ms())))
+        }
+    };
+    *NET.lock() = Some(Net { bridge, uplinks, host, vifs: BTreeMap::new() });
+    pump();
+}
+
+/// Moves frames until nothing is left to move (bounded): NIC receive queues,
+/// the host stack's output, and everything the bridge forwards.
+pub fn pump() {
+    let mut wake: Vec<DomId> = Vec::new();
+    {
+        let mut g = NET.lock();
+        let Some(n) = g.as_mut() else { return };
+        let now = now_ms();
+        for _round in 0..8 {
+            let mut frames: Vec<(PortId, Vec<u8>)> = Vec::new();
+            for u in &mut n.uplinks {
+                let port = u.port;
+                u.nic.receive(RX_BUDGET, &mut |f| frames.push((port, f.to_vec())));
+            }
+            if let Some((port, stack)) = n.host.as_mut() {
+                stack.poll(now);
+                while let Some(f) = stack.egress() {
+                    frames.push((*port, f));
+                }
+            }
+            if frames.is_empty() {
+                break;
+            }
+            for (port, f) in frames {
+                deliver(n, port, &f, now, &mut wake);
+            }
+        }
+    }
+    notify(wake);
+}
+
+fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<DomId>) {
+    let Verdict::Forward(ports) = n.bridge.forward(in_port, frame, now) else { return };
+    for p in ports {
+        if let Some(u) = n.uplinks.iter_mut().find(|u| u.port == p) {
+            if u.nic.transmit(frame) {
+                n.bridge.note_tx(p, frame.len());
+            }
+        } else if let Some((hp, stack)) = n.host.as_mut().filter(|(hp, _)| *hp == p) {
+            stack.ingress(frame);
+            n.bridge.note_tx(*hp, frame.len());
+        } else if let Some((dom, v)) = n.vifs.iter_mut().find(|(_, v)| v.port == p) {
+            if v.rxq.len() >= VIF_QUEUE {
+                v.rx_dropped += 1;
+            } else {
+                v.rxq.push_back(frame.to_vec());
+                v.rx_frames += 1;
+                v.rx_bytes += frame.len() as u64;
+                n.bridge.note_tx(p, frame.len());
+                if !wake.contains(dom) {
+                    wake.push(*dom);
+                }
+            }
+        }
+    }
+}
+
+fn notify(wake: Vec<DomId>) {
+    for d in wake {
+        crate::domains::post_event(d, guest_abi::event::NET_RX);
+    }
+}
+
+/// A NIC interrupt.
+pub fn on_irq() {
+    if let Some(n) = NET.lock().as_mut() {
+        for u in &mut n.uplinks {
+            u.nic.handle_irq();
+        }
+    }
+    pump();
+}
+
+/// Gives a domain a virtual interface; `spec` is the `vif=` value.
+pub fn vif_add(dom: DomId, spec: &str) -> Result<Mac, String> {
+    let mut mac = None;
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some(("mac", v)) => {
+                let m: Mac = v.parse().map_err(|e| alloc::format!("vif= mac: {e}"))?;
+                if !m.is_unicast() {
+                    return Err(alloc::format!("vif= mac {m} is not a unicast address"));
+                }
+                mac = Some(m);
+            }
+            _ => return Err(alloc::format!("vif=: unknown setting '{item}' (expected mac=)")),
+        }
+    }
+    let mac = mac.unwrap_or_else(|| Mac::generated(u64::from(dom) ^ crate::arch::cpu::rdtsc().rotate_left(17)));
+    let mut g = NET.lock();
+    let n = g.as_mut().ok_or("no network")?;
+    if n.vifs.values().any(|v| v.mac == mac) || n.uplinks.iter().any(|u| Mac(u.nic.mac()) == mac) {
+        return Err(alloc::format!("vif= mac {mac} is already in use"));
+    }
+    let port = n.bridge.add_port(PortKind::Guest { mac });
+    n.vifs.insert(
+        dom,
+        Vif { port, mac, rxq: VecDeque::new(), rx_frames: 0, rx_bytes: 0, rx_dropped: 0, tx_frames: 0, tx_bytes: 0 },
+    );
+    Ok(mac)
+}
+
+/// Removes a domain's interface (if any).
+pub fn vif_remove(dom: DomId) {
+    if let Some(n) = NET.lock().as_mut() {
+        if let Some(v) = n.vifs.remove(&dom) {
+            n.bridge.remove_port(v.port);
+        }
+    }
+}
+
+/// MAC and link of a domain's interface.
+pub fn vif_info(dom: DomId) -> Option<(Mac, bool)> {
+    let g = NET.lock();
+    let n = g.as_ref()?;
+    let v = n.vifs.get(&dom)?;
+    Some((v.mac, n.uplinks.first().is_none_or(|u| u.nic.link_up())))
+}
+
+/// A frame from a guest: into the bridge.
+pub fn vif_transmit(dom: DomId, frame: &[u8]) -> bool {
+    let mut wake = Vec::new();
+    let ok = {
+        let mut g = NET.lock();
+        let Some(n) = g.as_mut() else { return false };
+        let Some(v) = n.vifs.get_mut(&dom) else { return false };
+        v.tx_frames += 1;
+        v.tx_bytes += frame.len() as u64;
+        let port = v.port;
+        deliver(n, port, frame, now_ms(), &mut wake);
+        true
+    };
+    notify(wake);
+    pump();
+    ok
+}
+
+/// The next frame for a guest (if `max` is too small, the frame stays).
+pub fn vif_receive(dom: DomId, max: usize) -> Result<Option<Vec<u8>>, usize> {
+    let mut g = NET.lock();
+    let Some(v) = g.as_mut().and_then(|n| n.vifs.get_mut(&dom)) else { return Ok(None) };
+    match v.rxq.front() {
+        Some(f) if f.len() > max => Err(f.len()),
+        Some(_) => Ok(v.rxq.pop_front()),
+        None => Ok(None),
+    }
+}
+
+/// Runs `f` on the host stack (the shell's ping, ifconfig, benchmarks).
+pub fn with_stack<R>(f: impl FnOnce(&mut NetStack) -> R) -> Option<R> {
+    NET.lock().as_mut().and_then(|n| n.host.as_mut()).map(|(_, s)| f(s))
+}
+
+/// `lspci` lines.
+pub fn lspci() -> Vec<String> {
+    pci::lspci_lines(&PCI.lock())
+}
+
+/// `ifconfig` lines.
+pub fn ifconfig() -> Vec<String> {
+    let g = NET.lock();
+    let Some(n) = g.as_ref() else { return alloc::vec![String::from("no network")] };
+    let mut out = Vec::new();
+    for (i, u) in n.uplinks.iter().enumerate() {
+        let s = u.nic.stats();
+        out.push(alloc::format!(
+            "eth{i}: {} at {}, mac {}, link {}",
+            u.nic.name(),
+            u.nic.location(),
+            Mac(u.nic.mac()),
+            if u.nic.link_up() { "up" } else { "down" }
+        ));
+        out.push(alloc::format!(
+            "      RX packets {} bytes {} dropped {}   TX packets {} bytes {} dropped {}   interrupts {}",
+            s.rx_packets,
+            s.rx_bytes,
+            s.rx_dropped,
+            s.tx_packets,
+            s.tx_bytes,
+            s.tx_dropped,
+            s.interrupts
+        ));
+    }
+    if n.uplinks.is_empty() {
+        out.push(String::from("no NIC (supported: e1000 82540EM/82545EM, virtio-net)"));
+    }
+    if let Some((port, stack)) = &n.host {
+        let info = stack.info();
+        out.push(alloc::format!("rhv0: {info}"));
+        if let Some(st) = n.bridge.stats(*port) {
+            out.push(alloc::format!(
+                "      bridge port: RX frames {} bytes {}   TX frames {} bytes {}",
+                st.rx_frames,
+                st.rx_bytes,
+                st.tx_frames,
+                st.tx_bytes
+            ));
+        }
+    }
+    out
+}
+
+/// `network-list` lines for one domain.
+pub fn network_list(dom: DomId) -> Vec<String> {
+    let g = NET.lock();
+    let mut out =
+        alloc::vec![String::from("Idx Mac Addr.          RX-frames   RX-bytes RX-drop  TX-frames   TX-bytes Spoofed")];
+    if let Some(n) = g.as_ref() {
+        if let Some(v) = n.vifs.get(&dom) {
+            let spoofed = n.bridge.stats(v.port).map_or(0, |s| s.dropped_spoofed);
+            out.push(alloc::format!(
+                "0   {}  {:>9} {:>10} {:>7} {:>10} {:>10} {:>7}",
+                v.mac,
+                v.rx_frames,
+                v.rx_bytes,
+                v.rx_dropped,
+                v.tx_frames,
+                v.tx_bytes,
+                spoofed
+            ));
+        }
+    }
+    out
+}
