@@ -54,6 +54,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "ping <a.b.c.d> [count]",
         summary: "send ICMP echo requests from the hypervisor (Ctrl-C stops)",
     },
+    CommandInfo {
+        name: "netbench",
+        usage: "netbench sink [port] | send <a.b.c.d> <port> <MiB>",
+        summary: "TCP throughput: count what arrives, or send a pattern",
+    },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo {
@@ -110,6 +115,7 @@ pub fn run(line: &str) {
         "ifconfig" => ifconfig(),
         "ping" => ping(&args),
         "network-list" => network_list(&args),
+        "netbench" => netbench(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -762,5 +768,90 @@ fn ping(args: &[&str]) {
         let avg = rtts.iter().sum::<u64>() / rtts.len() as u64;
         let f = |us: u64| alloc::format!("{}.{:03}", us / 1000, us % 1000);
         println!("rtt min/avg/max = {}/{}/{} ms", f(*min), f(avg), f(*max));
+    }
+}
+
+fn netbench(args: &[&str]) {
+    const USAGE: &str = "usage: netbench sink [port] | send <a.b.c.d> <port> <MiB>";
+    match args {
+        ["sink"] | ["sink", _] => {
+            let port = match args.get(1).map(|p| p.parse::<u16>()) {
+                None => 5001,
+                Some(Ok(p)) if p > 0 => p,
+                _ => {
+                    println!("error: bad port (expected 1-65535)");
+                    return;
+                }
+            };
+            let before = crate::network::with_stack(|s| {
+                let b = s.sink_bytes();
+                s.sink_listen(port);
+                b
+            });
+            match before {
+                Some(b) => println!("sink listening on TCP port {port} ({b} bytes received before)"),
+                None => println!("error: the hypervisor has no network (boot with ip=... and a NIC)"),
+            }
+        }
+        ["sink-bytes"] => match crate::network::with_stack(|s| s.sink_bytes()) {
+            Some(b) => println!("sink: {b} bytes"),
+            None => println!("error: no network"),
+        },
+        ["send", ip, port, mib] => {
+            let (Some(dst), Ok(port), Ok(mib)) = (parse_ipv4(ip), port.parse::<u16>(), mib.parse::<u64>()) else {
+                println!("{USAGE}");
+                return;
+            };
+            if !(1..=65536).contains(&mib) {
+                println!("error: MiB must be 1-65536");
+                return;
+            }
+            let t0 = time::now_ns();
+            let started = crate::network::with_stack(|s| s.source_start(dst, port, mib << 20, t0 / 1_000_000));
+            match started {
+                None => {
+                    println!("error: the hypervisor has no network");
+                    return;
+                }
+                Some(Err(e)) => {
+                    println!("error: netbench send: {e}");
+                    return;
+                }
+                Some(Ok(())) => {}
+            }
+            crate::network::pump();
+            loop {
+                let p = crate::network::with_stack(|s| s.source_progress()).flatten();
+                match p {
+                    Some(p) if p.done => {
+                        let ns = (time::now_ns() - t0).max(1);
+                        match p.error {
+                            Some(e) => println!("error: netbench send: {e} after {} bytes", p.sent),
+                            None => {
+                                let kib_s = p.sent * 1_000_000_000 / 1024 / ns;
+                                println!(
+                                    "sent {} bytes in {} ms: {}.{:02} MiB/s",
+                                    p.sent,
+                                    ns / 1_000_000,
+                                    kib_s / 1024,
+                                    (kib_s % 1024) * 100 / 1024
+                                );
+                            }
+                        }
+                        return;
+                    }
+                    None => {
+                        println!("error: netbench send: no transfer");
+                        return;
+                    }
+                    Some(_) => {}
+                }
+                if wait_interruptible() {
+                    println!("^C");
+                    return;
+                }
+            }
+        }
+        _ => println!("{USAGE}"),
     }
 }
