@@ -146,8 +146,14 @@ const NET_INFO_BYTES: u64 = 16;
 const FRAME_MIN: u64 = 14;
 const FRAME_MAX: u64 = 1514;
 
+// Network hypercalls: docs/hypercall-abi.md section 13. Checks in order:
+// NoDev, lengths (TooBig above MAX_IO_BYTES, then the call's own), buffer.
+
 fn net_info(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
     let (mac, link) = crate::network::vif_info(dom).ok_or(Error::NoDev)?;
+    if len > MAX_IO_BYTES {
+        return Err(Error::TooBig);
+    }
     if len < NET_INFO_BYTES {
         return Err(Error::Invalid);
     }
@@ -155,7 +161,10 @@ fn net_info(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
     rec[..6].copy_from_slice(&mac.0);
     rec[8..12].copy_from_slice(&1500u32.to_le_bytes());
     rec[12..16].copy_from_slice(&u32::from(link).to_le_bytes());
-    with_dom(dom, |d| d.copy_to(buf, &rec))?;
+    with_dom(dom, |d| {
+        d.check_writable(buf, len)?;
+        d.copy_to(buf, &rec)
+    })?;
     Ok(NET_INFO_BYTES)
 }
 
@@ -178,16 +187,27 @@ fn net_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
     if crate::network::vif_info(dom).is_none() {
         return Err(Error::NoDev);
     }
-    with_dom(dom, |d| d.check_writable(buf, len))?;
-    match crate::network::vif_receive(dom, usize::try_from(len).unwrap_or(usize::MAX)) {
-        Ok(None) => Ok(0),
-        Ok(Some(frame)) => {
-            with_dom(dom, |d| d.copy_to(buf, &frame))?;
-            Ok(frame.len() as u64)
-        }
-        // The buffer is too small: the frame stays queued.
-        Err(_) => Err(Error::TooBig),
+    if len > MAX_IO_BYTES {
+        return Err(Error::TooBig);
     }
+    with_dom(dom, |d| d.check_writable(buf, len))?;
+    let Some((frame, now_empty)) = crate::network::vif_receive(dom) else {
+        with_dom(dom, |d| {
+            d.events &= !event::NET_RX;
+            Ok(())
+        })?;
+        return Ok(0);
+    };
+    // A frame longer than the buffer is cut short (and so lost); the full
+    // length tells the guest.
+    let n = frame.len().min(len as usize);
+    with_dom(dom, |d| {
+        if now_empty {
+            d.events &= !event::NET_RX;
+        }
+        d.copy_to(buf, &frame[..n])
+    })?;
+    Ok(frame.len() as u64)
 }
 
 /// An exception in ring 3: the domain is crashed with a one-line reason.

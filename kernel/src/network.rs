@@ -249,15 +249,13 @@ pub fn vif_transmit(dom: DomId, frame: &[u8]) -> bool {
     ok
 }
 
-/// The next frame for a guest (if `max` is too small, the frame stays).
-pub fn vif_receive(dom: DomId, max: usize) -> Result<Option<Vec<u8>>, usize> {
+/// Takes the oldest frame queued for a guest, and whether the queue is now
+/// empty.
+pub fn vif_receive(dom: DomId) -> Option<(Vec<u8>, bool)> {
     let mut g = NET.lock();
-    let Some(v) = g.as_mut().and_then(|n| n.vifs.get_mut(&dom)) else { return Ok(None) };
-    match v.rxq.front() {
-        Some(f) if f.len() > max => Err(f.len()),
-        Some(_) => Ok(v.rxq.pop_front()),
-        None => Ok(None),
-    }
+    let v = g.as_mut()?.vifs.get_mut(&dom)?;
+    let f = v.rxq.pop_front()?;
+    Some((f, v.rxq.is_empty()))
 }
 
 /// Runs `f` on the host stack (the shell's ping, ifconfig, benchmarks).

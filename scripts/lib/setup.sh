@@ -34,6 +34,10 @@ RHV_REQUIREMENTS=(
     "cmd:xorriso:xorriso"
     "cmd:mformat:mtools"
     "cmd:objcopy:binutils"
+    "cmd:ip:iproute2"
+    "cmd:bridge:iproute2"
+    "cmd:ping:iputils-ping"
+    "cmd:nc:netcat-openbsd"
 )
 
 # Prints the packages whose files are missing, space separated.
@@ -117,7 +121,7 @@ RHV_IMAGE_TOOL="$RHV_TARGET_DIR/debug/rhv-image"
 RHV_DEFAULT_CMDLINE="console=ttyS0 loglevel=info"
 # Example guests (guest-abi/examples), shipped as boot modules.
 RHV_GUEST_DIR="$RHV_IMAGE_DIR/guests"
-RHV_GUESTS=(heartbeat spin memdirty hostile fpu smp)
+RHV_GUESTS=(heartbeat spin memdirty hostile fpu smp echo-server)
 export RHV_GUEST_DIR
 export RHV_IMAGE_DIR
 

@@ -16,6 +16,7 @@
 
 pub mod contract;
 pub mod qemu;
+pub mod rig;
 pub mod rng;
 pub mod slots;
 pub mod stream;

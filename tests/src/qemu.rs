@@ -74,6 +74,7 @@ pub struct QemuBuilder {
     accel: Accel,
     extra: Vec<String>,
     name: String,
+    prefix: Vec<String>,
 }
 
 impl QemuBuilder {
@@ -94,7 +95,22 @@ impl QemuBuilder {
             memory: "256M".into(),
             no_reboot: true,
             extra: Vec::new(),
+            prefix: Vec::new(),
         }
+    }
+
+    /// Runs QEMU through a wrapper, e.g. `ip netns exec NS` so it can open
+    /// a rig's taps (see `Rig::qemu_prefix`). The wrapper must exec QEMU in
+    /// place so the harness's PID is QEMU's.
+    pub fn prefix(mut self, prefix: Vec<String>) -> Self {
+        self.prefix = prefix;
+        self
+    }
+
+    /// A name for this machine in echoed output (`RHV_TEST_ECHO`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// `-kernel ELF`.
@@ -233,17 +249,22 @@ impl QemuBuilder {
         let slot = Slot::acquire(scaled(Duration::from_secs(1800)))
             .ok_or_else(|| Error::Setup("no free QEMU slot within 30 minutes (a test leaked one?)".into()))?;
         let program = Self::program();
-        let mut child = Command::new(&program)
-            .args(&argv)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                Error::Setup(format!(
-                    "cannot start {program}: {e} (install qemu-system-x86, or run scripts/build which does)"
-                ))
-            })?;
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let mut child =
+            cmd.args(&argv).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(
+                |e| {
+                    Error::Setup(format!(
+                        "cannot start {program}: {e} (install qemu-system-x86, or run scripts/build which does)"
+                    ))
+                },
+            )?;
         let started = Instant::now();
         let echo = std::env::var_os("RHV_TEST_ECHO").map(|_| format!("[{}] ", self.name));
         let out = Stream::new(echo);

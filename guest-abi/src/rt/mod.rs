@@ -51,6 +51,7 @@ mod env;
 #[cfg(target_os = "none")]
 mod heap;
 mod hypercalls;
+pub mod net;
 pub mod raw;
 #[cfg(target_os = "none")]
 mod start;
