@@ -107,12 +107,6 @@ impl QemuBuilder {
         self
     }
 
-    /// A name for this machine in echoed output (`RHV_TEST_ECHO`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
     /// `-kernel ELF`.
     pub fn kernel(elf: impl Into<PathBuf>) -> Self {
         Self::new(Boot::Kernel(elf.into()))

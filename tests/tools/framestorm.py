@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Sends hostile Ethernet frames out of an interface (run inside a rig's
+namespace as root): broadcast ARP requests from random MACs (a MAC/ARP
+storm), frames with random bytes and lengths, truncated and lying IPv4
+headers. Bounded: `count` frames of each kind, then it exits.
+
+usage: framestorm.py IFACE COUNT SEED
+"""
+import random
+import socket
+import struct
+import sys
+
+
+def mac(rng):
+    b = bytearray(rng.getrandbits(8) for _ in range(6))
+    b[0] = (b[0] & 0xFE) | 0x02  # unicast, locally administered
+    return bytes(b)
+
+
+def main():
+    iface, count, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    rng = random.Random(seed)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    sent = 0
+
+    def send(frame):
+        nonlocal sent
+        try:
+            s.send(frame)
+            sent += 1
+        except OSError:
+            pass  # the kernel refused a size; that is fine
+
+    bcast = b"\xff" * 6
+    for _ in range(count):
+        src = mac(rng)
+        ip = bytes([10, 77, rng.randrange(256), rng.randrange(1, 255)])
+        target = bytes([10, 77, rng.randrange(256), rng.randrange(1, 255)])
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src, ip, b"\0" * 6, target)
+        send(bcast + src + b"\x08\x06" + arp)
+    for _ in range(count):
+        n = rng.randrange(14, 1515)
+        send(bytes(rng.getrandbits(8) for _ in range(n)))
+    for _ in range(count):
+        src = mac(rng)
+        dst = bcast if rng.random() < 0.5 else mac(rng)
+        # IPv4 headers that lie: bad IHL, total length beyond the frame, short.
+        ver_ihl = rng.choice([0x45, 0x4F, 0x41, 0x46])
+        total = rng.choice([20, 60, 1500, 65535])
+        hdr = struct.pack("!BBHHHBBH4s4s", ver_ihl, 0, total, 0, 0, 64, rng.choice([1, 6, 17]), 0,
+                          bytes([10, 77, 0, 9]), bytes([10, 77, 0, rng.randrange(256)]))
+        send(dst + src + b"\x08\x00" + hdr[: rng.randrange(1, len(hdr) + 1)])
+    print(f"framestorm: sent {sent} frames")
+
+
+if __name__ == "__main__":
+    main()
