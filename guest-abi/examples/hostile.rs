@@ -568,6 +568,29 @@ fn attempt(name: &str, env: &Env) -> bool {
     true
 }
 
+/// With a network interface: frames claiming another source MAC. The
+/// hypervisor takes them (net_write returns the length) and its bridge drops
+/// them, counting each in `network-list`'s Spoofed column.
+fn spoof_frames() {
+    let Ok(info) = guest_abi::rt::net::info() else { return };
+    let forged = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x00];
+    let mut frame = [0u8; 60];
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    frame[6..12].copy_from_slice(&forged);
+    frame[12..14].copy_from_slice(&[0x08, 0x06]);
+    let mut taken = 0;
+    for _ in 0..8 {
+        if guest_abi::rt::net::send(&frame).is_ok() {
+            taken += 1;
+        }
+    }
+    let own = info.mac;
+    println!(
+        "hostile: net_write with a forged source MAC (own {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}) -> {taken} of 8 taken",
+        own[0], own[1], own[2], own[3], own[4], own[5]
+    );
+}
+
 fn hostile(env: &Env) -> i32 {
     let fault = env.arg("fault").unwrap_or("none");
     let calls = env.arg_u64_or("calls", 1) != 0;
@@ -594,6 +617,7 @@ fn hostile(env: &Env) -> i32 {
     if calls {
         hypercall_tests(env);
     }
+    spoof_frames();
     if events() & event::SHUTDOWN != 0 {
         println!("hostile: shutting down");
         return 0;

@@ -93,3 +93,28 @@ fn dhcp_lspci_and_bad_options() -> Result<(), Error> {
     assert!(out.contains("error: ping 10.0.2.2:"), "{out}");
     Ok(())
 }
+
+#[test]
+fn a_guest_cannot_send_with_a_forged_source_mac() -> Result<(), Error> {
+    // No NIC needed: the bridge and the guest's vif exist regardless.
+    let mut q = QemuBuilder::kernel(images::elf()?)
+        .append("console=ttyS0")
+        .initrd(images::guest("hostile")?)
+        .arg("-cpu")
+        .arg("max")
+        .spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    let out = q.command("create hostile name=spoofer vif=mac=02:00:00:00:0a:01 extra=\"fault=hlt\"", CMD)?;
+    assert!(out.contains("created domain 1 (spoofer)"), "{out}");
+    q.expect("(spoofer): crashed: #GP", Duration::from_secs(60))?;
+    let out = q.command("network-list spoofer", CMD)?;
+    let row = out.lines().find(|l| l.contains("02:00:00:00:0a:01")).unwrap_or_else(|| panic!("{out}"));
+    let spoofed: u64 = row.split_whitespace().last().unwrap().parse().unwrap();
+    assert_eq!(spoofed, 8, "all 8 forged frames dropped and counted:\n{out}");
+    // The guest's own address is taken; a second vif with it is refused.
+    let out = q.command("create hostile name=twin vif=mac=02:00:00:00:0a:01", CMD)?;
+    assert!(out.contains("is already in use"), "{out}");
+    let out = q.command("create hostile name=bad vif=mac=ff:ff:ff:ff:ff:ff", CMD)?;
+    assert!(out.contains("not a unicast address"), "{out}");
+    Ok(())
+}

@@ -108,6 +108,8 @@ fn linux_exchanges_10_mb_with_the_echo_guest_and_survives_a_frame_storm() -> Res
     // A storm of ARP requests from random MACs, random garbage and lying
     // IPv4 headers from the Linux side.
     let storm = repo_root().join("tests/tools/framestorm.py");
+    // Jumbo MTU on the Linux side so oversized frames reach the NIC.
+    sh(&rig, &format!("ip link set {} mtu 9000 && ip link set br0 mtu 9000", rig.taps()[0]), 10)?;
     let out = sh(&rig, &format!("python3 {} br0 3000 7", storm.display()), 120)?;
     assert!(out.contains("framestorm: sent"), "{out}");
     // Everything still answers: the hypervisor, the guest, the shell.

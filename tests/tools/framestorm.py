@@ -2,7 +2,7 @@
 """Sends hostile Ethernet frames out of an interface (run inside a rig's
 namespace as root): broadcast ARP requests from random MACs (a MAC/ARP
 storm), frames with random bytes and lengths, truncated and lying IPv4
-headers. Bounded: `count` frames of each kind, then it exits.
+headers, and frames longer than Ethernet allows. Bounded: `count` frames of each kind, then it exits.
 
 usage: framestorm.py IFACE COUNT SEED
 """
@@ -52,6 +52,10 @@ def main():
         hdr = struct.pack("!BBHHHBBH4s4s", ver_ihl, 0, total, 0, 0, 64, rng.choice([1, 6, 17]), 0,
                           bytes([10, 77, 0, 9]), bytes([10, 77, 0, rng.randrange(256)]))
         send(dst + src + b"\x08\x00" + hdr[: rng.randrange(1, len(hdr) + 1)])
+    # Oversized frames (the caller raises the interface MTU so they leave).
+    for _ in range(count // 10):
+        n = rng.randrange(1515, 9000)
+        send(mac(rng) + mac(rng) + b"\x08\x00" + bytes(rng.getrandbits(8) for _ in range(n - 14)))
     print(f"framestorm: sent {sent} frames")
 
 
