@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod contract;
+pub mod netbench;
 pub mod qemu;
 pub mod rig;
 pub mod rng;

@@ -1,4 +1,9 @@
-//! `bench`: size and boot-time figures for rhv as a markdown table.
+//! `bench`: size, boot-time, guest and network figures for rhv as a
+//! markdown table.
+//!
+//! The network rows need the rig (root; see `systest::rig`) and show
+//! `n/a` with the reason without it; beside each rhv figure they show the
+//! same path between two Linux hosts on the rig's bridge and the ratio.
 //!
 //! usage: bench [--runs N] [--only TEXT]
 //!
@@ -11,7 +16,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use systest::netbench::{self, ns_sh, Peer};
 use systest::qemu::kvm_usable;
+use systest::rig::Rig;
 use systest::{images, timeouts, Accel, QemuBuilder, TempDir};
 
 /// One table cell pair: the figure and a note.
@@ -82,6 +89,8 @@ struct Series {
 struct Ctx {
     runs: usize,
     cache: HashMap<Setup, Result<Series, String>>,
+    /// Linux → Linux figures over the rig's bridge, shared between rows.
+    linux: HashMap<LinuxPath, Result<Vec<f64>, String>>,
 }
 
 impl Ctx {
@@ -299,6 +308,402 @@ fn one_mib_guests(_: &mut Ctx) -> Cell {
     }
 }
 
+// -- network rows ---------------------------------------------------------
+//
+// Each row makes its own rig (a namespace with bridge br0, 10.77.0.1, and
+// taps; see systest::rig) with rhv at .2 (and .3), and where Linux can do
+// the same thing, a Linux peer at .200 on that bridge (a namespace of its
+// own on a veth pair, see systest::netbench::Peer). Linux tools run in the
+// rig's namespace, i.e. on the bridge's side. Rigs, peers and QEMUs are
+// removed by Drop, on errors too.
+
+/// The Linux peer's host number on the rig's subnet.
+const PEER_HOST: u8 = 200;
+/// TCP payload Linux sends to a sink.
+const SINK_BYTES: u64 = 64_000_000;
+/// MiB a hypervisor sends to another.
+const HV_SEND_MIB: u64 = 64;
+/// Payload sent through an echo server (and back).
+const ECHO_BYTES: u64 = 16_000_000;
+/// Pings per run.
+const PINGS: u32 = 20;
+
+/// A Linux → Linux path over a rig's bridge (the rig's namespace to a
+/// [`Peer`]), measured once per bench and shown beside rhv's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LinuxPath {
+    /// Avg RTT of `ping -c 20 -i 0.05`, ms.
+    Ping,
+    /// `nc -N` of 64 MB into `nc -l`, MiB/s.
+    TcpSink,
+    /// 16 MB through a TCP echo server (python3), MiB/s each way.
+    Echo,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// The rig, or why there is none (not root, tools missing).
+fn rig(hosts: usize) -> Result<Rig, String> {
+    Rig::up(hosts).map_err(|e| format!("no network rig: {}", err(e)))
+}
+
+/// `ping -c 20 -i 0.05` from the rig's namespace: (sent, received, avg ms).
+fn linux_ping(rig: &Rig, ip: &str) -> Result<(u32, u32, f64), String> {
+    let out =
+        ns_sh(rig.ns(), &format!("ping -n -q -c {PINGS} -i 0.05 -w 30 {ip}"), Duration::from_secs(40)).map_err(err)?;
+    netbench::linux_ping(&out).ok_or_else(|| format!("no ping summary from Linux: {}", out.trim()))
+}
+
+/// Times `head -c SINK_BYTES /dev/zero | nc -N ip port` in the rig's
+/// namespace: nanoseconds until the receiver has closed.
+fn linux_send(rig: &Rig, ip: &str, port: u16) -> Result<u64, String> {
+    let script = netbench::timed(&format!("head -c {SINK_BYTES} /dev/zero | nc -N -w 30 {ip} {port}"));
+    let out = ns_sh(rig.ns(), &script, Duration::from_secs(600)).map_err(err)?;
+    netbench::elapsed_ns(&out).ok_or_else(|| format!("no timing: {}", out.trim()))
+}
+
+/// Sends `ECHO_BYTES` of `dir/in` through the echo server at `ip:port`
+/// and checks every byte came back: MiB/s of payload each way.
+fn echo_through(rig: &Rig, dir: &TempDir, ip: &str, port: u16) -> Result<f64, String> {
+    let (inp, outp) = (dir.path().join("in"), dir.path().join("out"));
+    let (i, o) = (inp.display(), outp.display());
+    let script = format!(
+        "rm -f {o}; {} && cmp {i} {o} && echo verified",
+        netbench::timed(&format!("nc -N -w 30 {ip} {port} < {i} > {o}"))
+    );
+    let out = ns_sh(rig.ns(), &script, Duration::from_secs(600)).map_err(err)?;
+    let ns = netbench::elapsed_ns(&out).ok_or_else(|| format!("no timing: {}", out.trim()))?;
+    if !out.contains("verified") {
+        return Err(format!("echo differs: {}", out.trim()));
+    }
+    Ok(netbench::mib_per_s(ECHO_BYTES, ns))
+}
+
+/// `ECHO_BYTES` random bytes in `dir/in`.
+fn echo_input(rig: &Rig, dir: &TempDir) -> Result<(), String> {
+    let script = format!("head -c {ECHO_BYTES} /dev/urandom > {}", dir.path().join("in").display());
+    ns_sh(rig.ns(), &script, Duration::from_secs(60)).map(drop).map_err(err)
+}
+
+/// Measures `path` `runs` times between `rig` and `peer`.
+fn measure_linux(path: LinuxPath, rig: &Rig, peer: &Peer, runs: usize) -> Result<Vec<f64>, String> {
+    let mut v = Vec::new();
+    match path {
+        LinuxPath::Ping => {
+            for _ in 0..runs {
+                let (sent, got, avg) = linux_ping(rig, peer.ip())?;
+                if got < sent {
+                    return Err(format!("Linux → Linux lost {} of {sent} pings", sent - got));
+                }
+                v.push(avg);
+            }
+        }
+        LinuxPath::TcpSink => {
+            for _ in 0..runs {
+                let sink = peer.spawn_sh("nc -l -p 5001 < /dev/null | wc -c").map_err(err)?;
+                peer.wait_listening(5001, Duration::from_secs(10)).map_err(err)?;
+                let ns = linux_send(rig, peer.ip(), 5001)?;
+                let got = sink.finish(Duration::from_secs(20)).map_err(err)?;
+                if got.trim() != SINK_BYTES.to_string() {
+                    return Err(format!("Linux sink got {} bytes, not {SINK_BYTES}", got.trim()));
+                }
+                v.push(netbench::mib_per_s(SINK_BYTES, ns));
+            }
+        }
+        LinuxPath::Echo => {
+            let _server = peer.spawn_sh(&netbench::python_echo_script(7)).map_err(err)?;
+            peer.wait_listening(7, Duration::from_secs(10)).map_err(err)?;
+            let dir = TempDir::new("bench-echo").map_err(err)?;
+            echo_input(rig, &dir)?;
+            for _ in 0..runs {
+                v.push(echo_through(rig, &dir, peer.ip(), 7)?);
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The Linux → Linux figure of `path` (median), measured on `here` (a rig
+/// and a peer already up) or on a rig of its own, once per bench.
+fn linux_figure(ctx: &mut Ctx, path: LinuxPath, here: Option<(&Rig, &Peer)>) -> Result<f64, String> {
+    if !ctx.linux.contains_key(&path) {
+        eprintln!("bench: Linux → Linux {path:?}");
+        let r = match here {
+            Some((rig, peer)) => measure_linux(path, rig, peer, ctx.runs),
+            None => (|| {
+                let rig = rig(0)?;
+                let peer = Peer::up(&rig, PEER_HOST).map_err(err)?;
+                measure_linux(path, &rig, &peer, ctx.runs)
+            })(),
+        };
+        ctx.linux.insert(path, r);
+    }
+    ctx.linux[&path].clone().map(|v| median(&v))
+}
+
+/// Like [`linux_figure`] with a peer made on `rig` first.
+fn linux_figure_on(ctx: &mut Ctx, path: LinuxPath, rig: &Rig) -> Result<f64, String> {
+    if ctx.linux.contains_key(&path) {
+        return linux_figure(ctx, path, None);
+    }
+    match Peer::up(rig, PEER_HOST) {
+        Ok(peer) => linux_figure(ctx, path, Some((rig, &peer))),
+        Err(e) => {
+            let e = format!("Linux peer: {}", err(e));
+            ctx.linux.insert(path, Err(e.clone()));
+            Err(e)
+        }
+    }
+}
+
+/// "; Linux → Linux <what>: X unit, rhv N× slower" (or why it is missing).
+fn beside_linux(what: &str, rhv: f64, linux: &Result<f64, String>, unit: &str, decimals: usize, rate: bool) -> String {
+    match linux {
+        Ok(l) => {
+            let ratio = if rate { l / rhv } else { rhv / l };
+            let (how, ratio) = if ratio >= 1.0 { ("slower", ratio) } else { ("faster", 1.0 / ratio) };
+            format!("; Linux → Linux {what}: {l:.decimals$} {unit} (rhv {ratio:.1}× {how})")
+        }
+        Err(e) => format!("; Linux → Linux {what}: n/a ({e})"),
+    }
+}
+
+/// What a network row measured: rhv's figure per run, pings lost, and the
+/// Linux → Linux figure beside it.
+struct NetFigures {
+    v: Vec<f64>,
+    lost: u32,
+    linux: Result<f64, String>,
+}
+
+/// Two hypervisors at once need two QEMU slots.
+fn two_slots() -> Result<(), String> {
+    if systest::slots::limit() < 2 {
+        return Err("needs two QEMUs at once (RHV_QEMU_JOBS=2)".into());
+    }
+    Ok(())
+}
+
+fn ping_linux_hv(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<NetFigures, String> {
+        let rig = rig(1)?;
+        let ip = rig.ip(2);
+        let _q = netbench::hypervisor(&rig, 0, "e1000", &ip, "rhv", &[]).map_err(err)?;
+        rig.wait_ping(&ip, Duration::from_secs(20)).map_err(err)?;
+        let (mut v, mut lost) = (Vec::new(), 0);
+        for i in 0..ctx.runs {
+            eprintln!("bench: ping Linux → rhv run {}/{}", i + 1, ctx.runs);
+            let (sent, got, avg) = linux_ping(&rig, &ip)?;
+            lost += sent - got;
+            v.push(avg);
+        }
+        let linux = linux_figure_on(ctx, LinuxPath::Ping, &rig);
+        Ok(NetFigures { v, lost, linux })
+    };
+    match run(ctx) {
+        Ok(NetFigures { v, lost, linux }) => {
+            let rtt = median(&v);
+            let lost = if lost > 0 { format!(", {lost} lost") } else { String::new() };
+            Cell::ok(
+                format!("{rtt:.3} ms"),
+                format!(
+                    "`ping -c {PINGS} -i 0.05` from the rig's bridge to rhv (e1000 on a tap, TCG), avg RTT, {}{lost}{}",
+                    spread(&v, "ms", 3),
+                    beside_linux("(bridge → veth namespace)", rtt, &linux, "ms", 3, false)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn ping_hv_hv(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<NetFigures, String> {
+        two_slots()?;
+        let rig = rig(2)?;
+        let (ip_a, ip_b) = (rig.ip(2), rig.ip(3));
+        let mut a = netbench::hypervisor(&rig, 0, "e1000", &ip_a, "hostA", &[]).map_err(err)?;
+        let _b = netbench::hypervisor(&rig, 1, "virtio-net-pci", &ip_b, "hostB", &[]).map_err(err)?;
+        rig.wait_ping(&ip_b, Duration::from_secs(20)).map_err(err)?;
+        // Resolve B's MAC before measuring.
+        a.command(&format!("ping {ip_b} 1"), Duration::from_secs(15)).map_err(err)?;
+        let (mut v, mut lost) = (Vec::new(), 0);
+        for i in 0..ctx.runs {
+            eprintln!("bench: ping rhv → rhv run {}/{}", i + 1, ctx.runs);
+            let out = a
+                .command(&format!("ping {ip_b} {PINGS}"), Duration::from_secs(u64::from(PINGS) * 2 + 10))
+                .map_err(err)?;
+            let (sent, got, avg) =
+                netbench::rhv_ping(&out).ok_or_else(|| format!("no ping summary: {}", out.trim()))?;
+            lost += sent - got;
+            v.push(avg);
+        }
+        let linux = linux_figure_on(ctx, LinuxPath::Ping, &rig);
+        Ok(NetFigures { v, lost, linux })
+    };
+    match run(ctx) {
+        Ok(NetFigures { v, lost, linux }) => {
+            let rtt = median(&v);
+            let lost = if lost > 0 { format!(", {lost} lost") } else { String::new() };
+            Cell::ok(
+                format!("{rtt:.3} ms"),
+                format!(
+                    "`ping <B> {PINGS}` in rhv A's shell (e1000) to rhv B (virtio-net-pci), both on the rig's bridge (TCG), avg RTT, {}{lost}{}",
+                    spread(&v, "ms", 3),
+                    beside_linux("on the same bridge", rtt, &linux, "ms", 3, false)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+/// Polls `netbench sink-bytes` until it shows `want` (or 10 s pass).
+fn sink_bytes(q: &mut systest::Qemu, want: u64) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = q.command("netbench sink-bytes", timeouts::COMMAND).map_err(err)?;
+        let got = netbench::rhv_sink_bytes(&out).ok_or_else(|| format!("netbench sink-bytes: {}", out.trim()))?;
+        if got == want {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the sink got {got} bytes, not {want}"));
+        }
+        std::thread::sleep(Duration::from_millis(100)); // the sink counts as rhv polls its stack
+    }
+}
+
+/// `netbench sink 5001` (which also zeroes the count).
+fn start_sink(q: &mut systest::Qemu) -> Result<(), String> {
+    let out = q.command("netbench sink 5001", timeouts::COMMAND).map_err(err)?;
+    if out.contains("sink listening on TCP port 5001") {
+        Ok(())
+    } else {
+        Err(format!("netbench sink: {}", out.trim()))
+    }
+}
+
+fn tcp_linux_hv(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<NetFigures, String> {
+        let rig = rig(1)?;
+        let ip = rig.ip(2);
+        let mut q = netbench::hypervisor(&rig, 0, "e1000", &ip, "rhv", &[]).map_err(err)?;
+        rig.wait_ping(&ip, Duration::from_secs(20)).map_err(err)?;
+        let mut v = Vec::new();
+        for i in 0..ctx.runs {
+            eprintln!("bench: TCP Linux → rhv run {}/{}", i + 1, ctx.runs);
+            start_sink(&mut q)?;
+            let ns = linux_send(&rig, &ip, 5001)?;
+            sink_bytes(&mut q, SINK_BYTES)?;
+            v.push(netbench::mib_per_s(SINK_BYTES, ns));
+        }
+        let linux = linux_figure_on(ctx, LinuxPath::TcpSink, &rig);
+        Ok(NetFigures { v, lost: 0, linux })
+    };
+    match run(ctx) {
+        Ok(NetFigures { v, linux, .. }) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "`head -c 64000000 /dev/zero | nc -N` from the rig's bridge into `netbench sink` on rhv (e1000, TCG), timed until rhv closed, byte count checked, {}{}",
+                    spread(&v, "MiB/s", 2),
+                    beside_linux("(into `nc -l` in a veth namespace)", rate, &linux, "MiB/s", 1, true)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn tcp_hv_hv(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<NetFigures, String> {
+        two_slots()?;
+        let rig = rig(2)?;
+        let (ip_a, ip_b) = (rig.ip(2), rig.ip(3));
+        let mut a = netbench::hypervisor(&rig, 0, "e1000", &ip_a, "hostA", &[]).map_err(err)?;
+        let mut b = netbench::hypervisor(&rig, 1, "virtio-net-pci", &ip_b, "hostB", &[]).map_err(err)?;
+        rig.wait_ping(&ip_b, Duration::from_secs(20)).map_err(err)?;
+        let mut v = Vec::new();
+        for i in 0..ctx.runs {
+            eprintln!("bench: TCP rhv → rhv run {}/{}", i + 1, ctx.runs);
+            start_sink(&mut b)?;
+            let out = a
+                .command(&format!("netbench send {ip_b} 5001 {HV_SEND_MIB}"), Duration::from_secs(600))
+                .map_err(err)?;
+            let (bytes, _, rate) = netbench::rhv_send(&out).ok_or_else(|| format!("netbench send: {}", out.trim()))?;
+            if bytes != HV_SEND_MIB << 20 {
+                return Err(format!("netbench send sent {bytes} bytes"));
+            }
+            sink_bytes(&mut b, HV_SEND_MIB << 20)?;
+            v.push(rate);
+        }
+        let linux = linux_figure_on(ctx, LinuxPath::TcpSink, &rig);
+        Ok(NetFigures { v, lost: 0, linux })
+    };
+    match run(ctx) {
+        Ok(NetFigures { v, linux, .. }) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "`netbench send <B> 5001 {HV_SEND_MIB}` on rhv A (e1000) into `netbench sink` on rhv B (virtio-net-pci), both on the rig's bridge (TCG), byte count checked, {}{}",
+                    spread(&v, "MiB/s", 2),
+                    beside_linux("on the same bridge (nc → nc -l, 64 MB)", rate, &linux, "MiB/s", 1, true)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn echo_linux_guest(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<NetFigures, String> {
+        let rig = rig(1)?;
+        let (ip, guest) = (rig.ip(2), rig.ip(10));
+        let mut q = netbench::hypervisor(&rig, 0, "e1000", &ip, "rhv", &["echo-server"]).map_err(err)?;
+        let out = q
+            .command(
+                &format!(
+                    "create echo-server vif=mac=02:00:00:77:00:10 extra=\"ip={guest}/24 gw={} port=7\"",
+                    rig.bridge_ip()
+                ),
+                timeouts::COMMAND,
+            )
+            .map_err(err)?;
+        if !out.contains("created domain") {
+            return Err(format!("create echo-server: {}", out.trim()));
+        }
+        rig.wait_ping(&guest, Duration::from_secs(20)).map_err(err)?;
+        let dir = TempDir::new("bench-echo").map_err(err)?;
+        echo_input(&rig, &dir)?;
+        let mut v = Vec::new();
+        for i in 0..ctx.runs {
+            eprintln!("bench: TCP echo Linux ↔ guest run {}/{}", i + 1, ctx.runs);
+            v.push(echo_through(&rig, &dir, &guest, 7)?);
+        }
+        let linux = linux_figure_on(ctx, LinuxPath::Echo, &rig);
+        Ok(NetFigures { v, lost: 0, linux })
+    };
+    match run(ctx) {
+        Ok(NetFigures { v, linux, .. }) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "16 MB of random bytes through the echo-server guest's TCP echo (vif on rhv's e1000, TCG) with `nc -N` from the rig's bridge, payload rate each way, echo verified with cmp, {}{}",
+                    spread(&v, "MiB/s", 2),
+                    beside_linux("(python3 echo in a veth namespace)", rate, &linux, "MiB/s", 1, true)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
 type Measure = fn(&mut Ctx) -> Cell;
 
 /// The table, in order. Add a row here.
@@ -315,6 +720,11 @@ const ROWS: &[(&str, Measure)] = &[
     ("domain switch", domain_switch),
     ("create a 16 MiB guest", create_16mib),
     ("1 MiB guests on a 256 MiB host", one_mib_guests),
+    ("ping RTT, Linux → hypervisor", ping_linux_hv),
+    ("ping RTT, hypervisor → hypervisor", ping_hv_hv),
+    ("TCP Linux → hypervisor sink", tcp_linux_hv),
+    ("TCP hypervisor → hypervisor", tcp_hv_hv),
+    ("TCP echo Linux ↔ guest", echo_linux_guest),
 ];
 
 const USAGE: &str = "usage: bench [--runs N] [--only TEXT]\n  \
@@ -362,7 +772,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut ctx = Ctx { runs, cache: HashMap::new() };
+    let mut ctx = Ctx { runs, cache: HashMap::new(), linux: HashMap::new() };
     let mut table = Vec::new();
     for (name, measure) in ROWS {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
