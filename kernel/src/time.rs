@@ -18,11 +18,14 @@ const SOURCES: [&str; 4] =
 /// Determines the TSC frequency: CPUID leaf 0x15, else the hypervisor timing
 /// leaf, else a PIT measurement.
 pub fn init() {
-    let (hz, src) = if let Some(hz) = cpuid_tsc_hz() {
+    // No x86_64 TSC runs below 50 MHz or above 20 GHz: anything outside is
+    // a broken source (a missing PIT reads as instantly expired).
+    let plausible = |hz: &u64| (50_000_000..=20_000_000_000).contains(hz);
+    let (hz, src) = if let Some(hz) = cpuid_tsc_hz().filter(plausible) {
         (hz, 1)
-    } else if let Some(hz) = hypervisor_tsc_hz() {
+    } else if let Some(hz) = hypervisor_tsc_hz().filter(plausible) {
         (hz, 2)
-    } else if let Some(hz) = legacy::calibrate_tsc_with_pit() {
+    } else if let Some(hz) = legacy::calibrate_tsc_with_pit().filter(plausible) {
         (hz, 3)
     } else {
         log::warn!("time: no TSC frequency source; assuming 1 GHz");
@@ -84,7 +87,10 @@ pub fn now_ns() -> u64 {
 
 /// Reads the RTC once and anchors wall time to the monotonic clock.
 pub fn init_wall_clock(century_reg: u8) {
-    let raw = legacy::read_rtc(century_reg);
+    let Some(raw) = legacy::read_rtc(century_reg) else {
+        log::warn!("time: no CMOS clock; wall time starts at 1970");
+        return;
+    };
     match hypervisor::rtc::decode(&raw) {
         Some(dt) => {
             let boot = hypervisor::rtc::to_unix(&dt) - (now_ns() / 1_000_000_000) as i64;

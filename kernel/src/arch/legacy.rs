@@ -46,6 +46,10 @@ fn pit_window(ms: u64) -> Option<u64> {
 /// TSC frequency in Hz measured against the PIT: the smallest of three 10 ms
 /// windows (the one least disturbed).
 pub fn calibrate_tsc_with_pit() -> Option<u64> {
+    // No PIT (e.g. QEMU microvm): port 0x61 floats to 0xFF.
+    if inb(0x61) == 0xFF {
+        return None;
+    }
     let mut best: Option<u64> = None;
     for _ in 0..3 {
         let t = pit_window(10)?;
@@ -60,11 +64,18 @@ fn cmos(reg: u8) -> u8 {
 }
 
 /// Reads the RTC registers consistently (twice, until two reads agree, never
-/// during an update). `century_reg` is the FADT's century register or 0.
-pub fn read_rtc(century_reg: u8) -> hypervisor::rtc::RtcRaw {
+/// during an update); None when there is no RTC. `century_reg` is the FADT's
+/// century register or 0.
+pub fn read_rtc(century_reg: u8) -> Option<hypervisor::rtc::RtcRaw> {
+    // No RTC (e.g. QEMU microvm): the ports float to 0xFF.
+    if cmos(0x0A) == 0xFF && cmos(0x0B) == 0xFF {
+        return None;
+    }
     let read = || {
+        // An update takes under 2 ms; bound the wait so a broken RTC cannot
+        // stall the boot.
         let mut spins = 0u32;
-        while cmos(0x0A) & 0x80 != 0 && spins < 1_000_000 {
+        while cmos(0x0A) & 0x80 != 0 && spins < 20_000 {
             spins += 1;
         }
         hypervisor::rtc::RtcRaw {
@@ -84,9 +95,9 @@ pub fn read_rtc(century_reg: u8) -> hypervisor::rtc::RtcRaw {
         if (next.seconds, next.minutes, next.hours, next.day, next.month, next.year)
             == (last.seconds, last.minutes, last.hours, last.day, last.month, last.year)
         {
-            return next;
+            return Some(next);
         }
         last = next;
     }
-    last
+    Some(last)
 }
