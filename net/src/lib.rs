@@ -16,6 +16,11 @@ extern crate alloc;
 
 pub mod bridge;
 pub mod mac;
+pub mod mount3;
+pub mod nfs3;
+pub mod portmap;
+pub mod rpc;
 pub mod stack;
+pub mod xdr;
 
 pub use mac::Mac;
