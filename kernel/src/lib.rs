@@ -22,6 +22,7 @@ pub mod sched;
 pub mod shell;
 #[cfg(test)]
 mod testutil;
+pub mod xlcfg;
 
 /// The product name printed in the banner, `info` and the prompt.
 pub const NAME: &str = "rhv";
