@@ -385,6 +385,25 @@ struct SeenTtl {
     ttl: u8,
 }
 
+/// A TCP connection of [`NetStack::tcp_connect`] or [`NetStack::tcp_listen`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpHandle(SocketHandle);
+
+/// The state of a [`TcpHandle`], simplified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpStatus {
+    /// Waiting for a peer.
+    Listening,
+    /// Handshake under way.
+    Connecting,
+    /// Open both ways.
+    Established,
+    /// The peer closed; received data may remain.
+    Closing,
+    /// Gone (closed, reset, refused or timed out).
+    Closed,
+}
+
 /// The hypervisor's IP endpoint. See the module documentation.
 pub struct NetStack {
     mac: Mac,
@@ -745,6 +764,94 @@ impl NetStack {
             }
             _ => {}
         }
+    }
+
+    // -- TCP connections -----------------------------------------------------
+
+    /// Opens a TCP connection to `dst:port` (64 KiB buffers each way, 10 s
+    /// without progress closes it). Drive it with [`NetStack::poll`].
+    pub fn tcp_connect(&mut self, dst: [u8; 4], port: u16, now_ms: u64) -> Result<TcpHandle, String> {
+        if port == 0 {
+            return Err(String::from("port 0 is not a valid destination"));
+        }
+        self.check_route(dst)?;
+        self.tick(now_ms);
+        let handle = self.sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        ));
+        let local_port = self.next_port;
+        self.next_port = self.next_port.checked_add(1).unwrap_or(49152);
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        sock.set_timeout(Some(TCP_TIMEOUT));
+        if let Err(e) = sock.connect(self.iface.context(), (IpAddress::Ipv4(Ipv4Addr::from(dst)), port), local_port) {
+            self.sockets.remove(handle);
+            return Err(format!("cannot connect to {}:{port}: {e}", Ipv4Addr::from(dst)));
+        }
+        Ok(TcpHandle(handle))
+    }
+
+    /// Listens on `port` for one connection (64 KiB buffers).
+    pub fn tcp_listen(&mut self, port: u16) -> Result<TcpHandle, String> {
+        let handle = self.sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        ));
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        sock.set_timeout(Some(TCP_TIMEOUT));
+        if let Err(e) = sock.listen(port) {
+            self.sockets.remove(handle);
+            return Err(format!("cannot listen on port {port}: {e}"));
+        }
+        Ok(TcpHandle(handle))
+    }
+
+    /// Where a connection stands (`Closing`: either side has closed but the
+    /// connection is not gone; received data may remain).
+    pub fn tcp_status(&mut self, h: TcpHandle) -> TcpStatus {
+        let sock = self.sockets.get_mut::<tcp::Socket>(h.0);
+        match sock.state() {
+            tcp::State::Listen => TcpStatus::Listening,
+            tcp::State::SynSent | tcp::State::SynReceived => TcpStatus::Connecting,
+            tcp::State::Established => TcpStatus::Established,
+            tcp::State::CloseWait
+            | tcp::State::LastAck
+            | tcp::State::FinWait1
+            | tcp::State::FinWait2
+            | tcp::State::Closing => TcpStatus::Closing,
+            tcp::State::Closed | tcp::State::TimeWait => TcpStatus::Closed,
+        }
+    }
+
+    /// Queues bytes to send; returns how many were taken (0 when the send
+    /// buffer is full or the connection cannot send).
+    pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> usize {
+        let sock = self.sockets.get_mut::<tcp::Socket>(h.0);
+        if !sock.may_send() {
+            return 0;
+        }
+        sock.send_slice(data).unwrap_or(0)
+    }
+
+    /// Takes received bytes into `buf`; returns how many.
+    pub fn tcp_recv(&mut self, h: TcpHandle, buf: &mut [u8]) -> usize {
+        let sock = self.sockets.get_mut::<tcp::Socket>(h.0);
+        if !sock.can_recv() {
+            return 0;
+        }
+        sock.recv_slice(buf).unwrap_or(0)
+    }
+
+    /// Closes the sending side (the peer sees end of stream).
+    pub fn tcp_close(&mut self, h: TcpHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h.0).close();
+    }
+
+    /// Drops a connection at once (RST if it was open) and frees it; the
+    /// handle must not be used again.
+    pub fn tcp_release(&mut self, h: TcpHandle) {
+        self.sockets.get_mut::<tcp::Socket>(h.0).abort();
+        self.sockets.remove(h.0);
     }
 
     // -- TCP source --------------------------------------------------------

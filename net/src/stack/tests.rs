@@ -686,3 +686,50 @@ fn stack_and_bridge_are_send() {
     send::<NetStack>();
     send::<crate::bridge::Bridge>();
 }
+
+#[test]
+fn tcp_connect_listen_send_recv_close() {
+    let mut p = Pair::new();
+    let server = p.b.tcp_listen(2049).unwrap();
+    assert_eq!(p.b.tcp_status(server), TcpStatus::Listening);
+    let client = p.a.tcp_connect(IP_B, 2049, p.t).unwrap();
+    assert!(p.run_until(200, |p| p.a.tcp_status(client) == TcpStatus::Established), "no connection");
+    // 200 KB from A to B (more than one buffer), then a reply back.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let (mut sent, mut got) = (0, Vec::new());
+    let ok = p.run_until(20_000, |p| {
+        sent += p.a.tcp_send(client, &data[sent..]);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = p.b.tcp_recv(server, &mut buf);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == data.len()
+    });
+    assert!(ok && got == data, "received {} of {} bytes", got.len(), data.len());
+    assert_eq!(p.b.tcp_send(server, b"reply"), 5);
+    let mut back = Vec::new();
+    assert!(p.run_until(200, |p| {
+        let mut buf = [0u8; 16];
+        let n = p.a.tcp_recv(client, &mut buf);
+        back.extend_from_slice(&buf[..n]);
+        back == b"reply"
+    }));
+    // A closes; B sees the end of the stream.
+    p.a.tcp_close(client);
+    assert!(p.run_until(200, |p| p.b.tcp_status(server) == TcpStatus::Closing));
+    p.a.tcp_release(client);
+    p.b.tcp_release(server);
+}
+
+#[test]
+fn tcp_connect_to_a_closed_port_ends_closed() {
+    let mut p = Pair::new();
+    let c = p.a.tcp_connect(IP_B, 9, p.t).unwrap();
+    assert!(p.run_until(500, |p| p.a.tcp_status(c) == TcpStatus::Closed), "refused connection not reported");
+    assert_eq!(p.a.tcp_send(c, b"x"), 0);
+    assert!(p.a.tcp_connect(IP_B, 0, p.t).is_err());
+}
