@@ -59,6 +59,15 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "netbench sink [port] | send <a.b.c.d> <port> <MiB>",
         summary: "TCP throughput: count what arrives, or send a pattern",
     },
+    CommandInfo {
+        name: "mount",
+        usage: "mount [SERVER:/export DIR [mountport=N] [nfsport=N]]",
+        summary: "mount an NFSv3 export (no arguments: list mounts)",
+    },
+    CommandInfo { name: "umount", usage: "umount DIR", summary: "unmount an NFS export" },
+    CommandInfo { name: "df", usage: "df", summary: "size and use of the mounted exports" },
+    CommandInfo { name: "ls", usage: "ls [-l] PATH", summary: "list a directory on a mounted export" },
+    CommandInfo { name: "cat", usage: "cat PATH", summary: "print a file from a mounted export (first 64 KiB)" },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo {
@@ -116,6 +125,11 @@ pub fn run(line: &str) {
         "ping" => ping(&args),
         "network-list" => network_list(&args),
         "netbench" => netbench(&args),
+        "mount" => mount(&args),
+        "umount" => umount(&args),
+        "df" => df(),
+        "ls" => ls(&args),
+        "cat" => cat(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -683,7 +697,7 @@ fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
 
 /// Waits a little (runs guests or halts until the next interrupt); true if
 /// the operator pressed Ctrl-C meanwhile.
-fn wait_interruptible() -> bool {
+pub fn wait_interruptible() -> bool {
     crate::vcpu::shell_idle();
     let mut buf = [0u8; 16];
     let n = crate::drivers::serial::read(&mut buf);
@@ -853,5 +867,111 @@ fn netbench(args: &[&str]) {
             }
         }
         _ => println!("{USAGE}"),
+    }
+}
+
+// ------------------------------------------------------------ storage --
+
+fn mount(args: &[&str]) {
+    let [spec, at, opts @ ..] = args else {
+        if args.is_empty() {
+            for l in crate::storage::list() {
+                println!("{l}");
+            }
+        } else {
+            println!("usage: mount SERVER:/export DIR [mountport=N] [nfsport=N]");
+        }
+        return;
+    };
+    let (mut mport, mut nport) = (0u16, 0u16);
+    for o in opts {
+        let parsed = match o.split_once('=') {
+            Some(("mountport", v)) => v.parse().map(|p| mport = p).is_ok(),
+            Some(("nfsport", v)) => v.parse().map(|p| nport = p).is_ok(),
+            _ => false,
+        };
+        if !parsed {
+            println!("error: mount: bad option '{o}' (expected mountport=N or nfsport=N)");
+            return;
+        }
+    }
+    if let Err(e) = crate::storage::mount(spec, at, mport, nport) {
+        println!("error: mount {spec}: {e}");
+    }
+}
+
+fn umount(args: &[&str]) {
+    match args.first() {
+        Some(at) => {
+            if let Err(e) = crate::storage::umount(at) {
+                println!("error: umount: {e}");
+            }
+        }
+        None => println!("usage: umount DIR"),
+    }
+}
+
+fn df() {
+    for l in crate::storage::df() {
+        println!("{l}");
+    }
+}
+
+fn ls(args: &[&str]) {
+    let long = args.first() == Some(&"-l");
+    let Some(path) = args.iter().find(|a| !a.starts_with('-')) else {
+        println!("usage: ls [-l] PATH");
+        return;
+    };
+    let r = crate::storage::with_path(path, |nfs, rel| {
+        let (fh, attr) = nfs.lookup(rel)?;
+        if attr.ftype != net::nfs3::FType3::Dir {
+            return Ok(alloc::vec![(String::from(*path), Some(attr))]);
+        }
+        let mut entries: Vec<(String, Option<net::nfs3::Fattr3>)> = nfs
+            .readdir(&fh)?
+            .into_iter()
+            .filter(|e| e.name != "." && e.name != "..")
+            .map(|e| (e.name, e.attr))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    });
+    match r {
+        Err(e) => println!("error: ls {e}"),
+        Ok(entries) => {
+            for (name, attr) in entries {
+                match (long, attr) {
+                    (true, Some(a)) => {
+                        let kind = if a.ftype == net::nfs3::FType3::Dir { 'd' } else { '-' };
+                        println!("{kind}{:04o} {:>5} {:>5} {:>12} {name}", a.mode & 0o7777, a.uid, a.gid, a.size);
+                    }
+                    _ => println!("{name}"),
+                }
+            }
+        }
+    }
+}
+
+fn cat(args: &[&str]) {
+    const MAX: u64 = 64 * 1024;
+    let Some(path) = args.first() else {
+        println!("usage: cat PATH");
+        return;
+    };
+    match crate::storage::read_file(path, MAX + 1) {
+        Err(e) => println!("error: cat {e}"),
+        Ok(data) => {
+            let shown = &data[..data.len().min(MAX as usize)];
+            let mut out = Vec::with_capacity(shown.len() + 16);
+            hypervisor::conring::sanitize_guest_output(shown, &mut out);
+            crate::console::write_bytes(&out);
+            if !shown.ends_with(b"\n") {
+                println!();
+            }
+            if data.len() as u64 > MAX {
+                println!("[cat: output stopped after 64 KiB]");
+            }
+        }
     }
 }

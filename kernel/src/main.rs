@@ -40,6 +40,8 @@ mod power;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
+mod storage;
+#[cfg(target_os = "none")]
 mod time;
 #[cfg(target_os = "none")]
 mod vcpu;

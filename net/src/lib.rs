@@ -17,6 +17,7 @@ extern crate alloc;
 pub mod bridge;
 pub mod mac;
 pub mod mount3;
+pub mod nfs;
 pub mod nfs3;
 pub mod portmap;
 pub mod rpc;

@@ -38,6 +38,10 @@ RHV_REQUIREMENTS=(
     "cmd:bridge:iproute2"
     "cmd:ping:iputils-ping"
     "cmd:nc:netcat-openbsd"
+    "cmd:ganesha.nfsd:nfs-ganesha"
+    "file:/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so:nfs-ganesha-vfs"
+    "cmd:rpcbind:rpcbind"
+    "cmd:nfs-cat:libnfs-utils"
 )
 
 # Prints the packages whose files are missing, space separated.

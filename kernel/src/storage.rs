@@ -1,0 +1,307 @@
+//! Shared storage without dom0: the hypervisor's own NFSv3 client
+//! (`net::nfs`) over its own TCP stack, and the mount table behind `mount`,
+//! `ls`, `cat`, `df` and `umount`.
+//!
+//! Mounts are hard: a call is resent (same XID) until the server answers,
+//! over a fresh connection when the old one dies, with one "not responding,
+//! still trying" line in the log; Ctrl-C gives up. Only the shell thread uses
+//! this module, with interrupts on (the network moves in interrupts while it
+//! waits, and guests keep running), so a plain lock suffices.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use net::nfs::{Nfs, NfsError, RpcTransport, TransportError};
+use net::rpc::{Auth, AuthSys, RetryPolicy, RpcClient};
+use net::stack::{fmt_ipv4, TcpHandle, TcpStatus};
+
+use crate::{network, time};
+
+/// Well-known ports: portmapper, NFS.
+const PORTMAP_PORT: u16 = 111;
+const NFS_PORT: u16 = 2049;
+/// After this long without an answer the log says so (once per outage).
+const NOT_RESPONDING_MS: u64 = 5_000;
+
+fn now_ms() -> u64 {
+    time::now_ns() / 1_000_000
+}
+
+/// One TCP connection to a server port carrying ONC RPC calls.
+pub struct KernelTransport {
+    server: [u8; 4],
+    port: u16,
+    tcp: Option<TcpHandle>,
+    rpc: RpcClient,
+    out: Vec<u8>,
+}
+
+impl KernelTransport {
+    /// A transport to `server:port` (connected on first use).
+    pub fn new(server: [u8; 4], port: u16) -> Self {
+        let cred = Auth::Sys(AuthSys {
+            stamp: (time::now_ns() / 1000) as u32,
+            machine_name: crate::boot().opts.hostname.clone(),
+            uid: 0,
+            gid: 0,
+            gids: Vec::new(),
+        });
+        let xid = (crate::arch::cpu::rdtsc() as u32) ^ u32::from(port).rotate_left(16);
+        KernelTransport {
+            server,
+            port,
+            tcp: None,
+            rpc: RpcClient::new(cred, xid, RetryPolicy { initial_ms: 1_000, max_ms: 8_000 }),
+            out: Vec::new(),
+        }
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(h) = self.tcp.take() {
+            network::with_stack(|s| s.tcp_release(h));
+        }
+        self.out.clear();
+    }
+
+    /// Keeps the connection up; on a new connection everything in flight is
+    /// queued again.
+    fn ensure_connected(&mut self, now: u64) -> Result<Option<TcpStatus>, TransportError> {
+        let status = match self.tcp {
+            Some(h) => network::with_stack(|s| s.tcp_status(h)),
+            None => None,
+        };
+        match status {
+            Some(TcpStatus::Established) | Some(TcpStatus::Connecting) => Ok(status),
+            _ => {
+                self.drop_connection();
+                let h = network::with_stack(|s| s.tcp_connect(self.server, self.port, now))
+                    .ok_or_else(|| TransportError::Disconnected("no network".into()))?
+                    .map_err(TransportError::Disconnected)?;
+                self.tcp = Some(h);
+                for (_, bytes) in self.rpc.reset_stream(now) {
+                    self.out.extend_from_slice(&bytes);
+                }
+                Ok(Some(TcpStatus::Connecting))
+            }
+        }
+    }
+
+    fn wait_for(&mut self, xid: net::rpc::Xid) -> Result<Vec<u8>, TransportError> {
+        let started = now_ms();
+        let mut warned = false;
+        let mut buf = alloc::vec![0u8; 16 * 1024];
+        loop {
+            let now = now_ms();
+            let status = self.ensure_connected(now)?;
+            if status == Some(TcpStatus::Established) {
+                if let Some(h) = self.tcp {
+                    if !self.out.is_empty() {
+                        let n = network::with_stack(|s| s.tcp_send(h, &self.out)).unwrap_or(0);
+                        self.out.drain(..n);
+                    }
+                    loop {
+                        let n = network::with_stack(|s| s.tcp_recv(h, &mut buf)).unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        for (x, r) in self.rpc.on_bytes(&buf[..n]) {
+                            if x == xid {
+                                if warned {
+                                    log::info!("nfs: server {} OK", fmt_ipv4(self.server));
+                                }
+                                return r.map_err(TransportError::Rpc);
+                            }
+                        }
+                        if self.rpc.stream_error().is_some() {
+                            // A garbled stream: start over on a new connection.
+                            self.drop_connection();
+                            break;
+                        }
+                    }
+                }
+            }
+            for (_, bytes) in self.rpc.poll_timeouts(now) {
+                self.out.extend_from_slice(&bytes);
+            }
+            if !warned && now.saturating_sub(started) >= NOT_RESPONDING_MS {
+                warned = true;
+                log::warn!("nfs: server {}:{} not responding, still trying", fmt_ipv4(self.server), self.port);
+            }
+            network::pump();
+            if crate::cmds::wait_interruptible() {
+                self.rpc.cancel(xid);
+                return Err(TransportError::Interrupted);
+            }
+        }
+    }
+}
+
+impl RpcTransport for KernelTransport {
+    fn call(&mut self, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let (xid, bytes) = self.rpc.call(prog, vers, proc_, args, now_ms());
+        self.out.extend_from_slice(&bytes);
+        self.wait_for(xid)
+    }
+
+    fn wait_ms(&mut self, ms: u64) {
+        let until = now_ms() + ms;
+        while now_ms() < until {
+            if crate::cmds::wait_interruptible() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for KernelTransport {
+    fn drop(&mut self) {
+        self.drop_connection();
+    }
+}
+
+/// A mounted export.
+pub struct Mount {
+    pub server: [u8; 4],
+    pub export: String,
+    pub at: String,
+    mount_port: u16,
+    nfs: Nfs<KernelTransport>,
+}
+
+static MOUNTS: spin::Mutex<Vec<Mount>> = spin::Mutex::new(Vec::new());
+
+/// Asks the portmapper for a program's TCP port.
+fn getport(server: [u8; 4], prog: u32, vers: u32) -> Result<u16, String> {
+    let mut t = KernelTransport::new(server, PORTMAP_PORT);
+    let args = net::portmap::GetPortArgs { prog, vers, prot: 6 }.encode();
+    let body = t.call(100_000, 2, 3, &args).map_err(|e| e.to_string())?;
+    net::portmap::decode_getport_result(&body)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| alloc::format!("program {prog} v{vers} is not registered"))
+}
+
+/// `SERVER:/export`.
+pub fn parse_spec(spec: &str) -> Result<([u8; 4], String), String> {
+    let (host, export) = spec.split_once(':').ok_or("expected SERVER:/export")?;
+    let ip = net::stack::parse_ipv4(host).ok_or_else(|| alloc::format!("'{host}' is not an IPv4 address"))?;
+    if !export.starts_with('/') {
+        return Err(alloc::format!("export '{export}' must be an absolute path"));
+    }
+    Ok((ip, export.to_string()))
+}
+
+/// Mounts `SERVER:/export` at `at`. `mount_port` 0 asks the portmapper.
+pub fn mount(spec: &str, at: &str, mount_port: u16, nfs_port: u16) -> Result<(), String> {
+    let (server, export) = parse_spec(spec)?;
+    let at = normalize(at)?;
+    if MOUNTS.lock().iter().any(|m| m.at == at) {
+        return Err(alloc::format!("{at} is already a mount point"));
+    }
+    let mport = if mount_port != 0 { mount_port } else { getport(server, 100_005, 3)? };
+    let mut mt = KernelTransport::new(server, mport);
+    let mounted = net::nfs::mount(&mut mt, &export).map_err(|e| e.to_string())?;
+    let nfs = Nfs::new(KernelTransport::new(server, if nfs_port != 0 { nfs_port } else { NFS_PORT }), mounted.root)
+        .map_err(|e| e.to_string())?;
+    log::info!("nfs: mounted {}:{export} on {at}", fmt_ipv4(server));
+    MOUNTS.lock().push(Mount { server, export, at, mount_port: mport, nfs });
+    Ok(())
+}
+
+/// Unmounts whatever is mounted at `at`.
+pub fn umount(at: &str) -> Result<(), String> {
+    let at = normalize(at)?;
+    let m = {
+        let mut ms = MOUNTS.lock();
+        let i = ms.iter().position(|m| m.at == at).ok_or_else(|| alloc::format!("{at} is not mounted"))?;
+        ms.remove(i)
+    };
+    let mut mt = KernelTransport::new(m.server, m.mount_port);
+    // The server forgets the mount; a failure here changes nothing for us.
+    let _ = net::nfs::unmount(&mut mt, &m.export);
+    Ok(())
+}
+
+/// `/a//b/./c/` → `/a/b/c`; refuses relative paths and `..`.
+fn normalize(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(alloc::format!("'{path}' is not an absolute path"));
+    }
+    let mut out = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return Err(alloc::format!("'{path}': '..' is not supported"));
+        }
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Runs `f` with the mount holding `path` and the path inside the export.
+pub fn with_path<R>(
+    path: &str,
+    f: impl FnOnce(&mut Nfs<KernelTransport>, &str) -> Result<R, NfsError>,
+) -> Result<R, String> {
+    let path = normalize(path)?;
+    let mut ms = MOUNTS.lock();
+    let m = ms
+        .iter_mut()
+        .filter(|m| path == m.at || path.starts_with(&alloc::format!("{}/", m.at.trim_end_matches('/'))))
+        .max_by_key(|m| m.at.len())
+        .ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
+    let rel = path[m.at.len()..].trim_start_matches('/').to_string();
+    f(&mut m.nfs, &rel).map_err(|e| alloc::format!("{path}: {e}"))
+}
+
+/// Reads a whole file (at most `max` bytes).
+pub fn read_file(path: &str, max: u64) -> Result<Vec<u8>, String> {
+    with_path(path, |nfs, rel| {
+        let (fh, attr) = nfs.lookup(rel)?;
+        let mut out = Vec::new();
+        nfs.read_to(&fh, 0, attr.size.min(max), &mut |chunk| out.extend_from_slice(chunk))?;
+        Ok(out)
+    })
+}
+
+/// Mount table lines for `mount` without arguments.
+pub fn list() -> Vec<String> {
+    MOUNTS
+        .lock()
+        .iter()
+        .map(|m| alloc::format!("{}:{} on {} type nfs3 (tcp)", fmt_ipv4(m.server), m.export, m.at))
+        .collect()
+}
+
+/// `df` lines.
+pub fn df() -> Vec<String> {
+    let mut out =
+        alloc::vec![String::from("Filesystem                          Size       Used      Avail Use% Mounted on")];
+    let ats: Vec<String> = MOUNTS.lock().iter().map(|m| m.at.clone()).collect();
+    for at in ats {
+        let r = with_path(&at, |nfs, _| nfs.fsstat());
+        let name = MOUNTS
+            .lock()
+            .iter()
+            .find(|m| m.at == at)
+            .map(|m| alloc::format!("{}:{}", fmt_ipv4(m.server), m.export))
+            .unwrap_or_default();
+        match r {
+            Ok(s) => {
+                let used = s.tbytes.saturating_sub(s.fbytes);
+                let pct = (used * 100).checked_div(s.tbytes).unwrap_or(0);
+                let b = hypervisor::shell::format_bytes;
+                out.push(alloc::format!(
+                    "{name:<30} {:>10} {:>10} {:>10} {pct:>3}% {at}",
+                    b(s.tbytes),
+                    b(used),
+                    b(s.abytes)
+                ));
+            }
+            Err(e) => out.push(alloc::format!("{name:<30} error: {e}")),
+        }
+    }
+    out
+}

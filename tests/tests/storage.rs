@@ -1,0 +1,87 @@
+//! Shared storage without dom0: the hypervisor mounts a real NFSv3 server
+//! (nfs-ganesha, started inside the rig's namespace) by itself.
+use std::process::Command;
+use std::time::Duration;
+
+use systest::rig::Rig;
+use systest::{images, repo_root, timeouts, Error, Qemu, QemuBuilder, TempDir};
+
+const CMD: Duration = timeouts::COMMAND;
+
+/// nfs-ganesha serving a directory inside a rig; stopped on drop.
+struct NfsServer {
+    ns: String,
+    state: std::path::PathBuf,
+}
+
+impl NfsServer {
+    fn start(rig: &Rig, export: &std::path::Path, state: &std::path::Path) -> Result<NfsServer, Error> {
+        let out = Command::new(repo_root().join("scripts/nfs-server"))
+            .args(["start", rig.ns(), rig.bridge_ip()])
+            .arg(export)
+            .arg(state)
+            .output()
+            .map_err(|e| Error::Setup(format!("scripts/nfs-server: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Setup(format!("nfs-server start failed: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(NfsServer { ns: rig.ns().to_string(), state: state.to_path_buf() })
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/nfs-server")).args(["stop", &self.ns]).arg(&self.state).status();
+    }
+}
+
+fn hypervisor(rig: &Rig) -> Result<Qemu, Error> {
+    let mut b = QemuBuilder::kernel(images::elf()?)
+        .append(format!("console=ttyS0 ip={}/24", rig.ip(2)))
+        .prefix(rig.qemu_prefix());
+    for a in rig.nic_args(0, "virtio-net-pci") {
+        b = b.arg(a);
+    }
+    let mut q = b.spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    Ok(q)
+}
+
+#[test]
+fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "mounts_a_real_nfs_export_and_reads_it") else { return Ok(()) };
+    let dir = TempDir::new("nfs").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(export.join("images")).unwrap();
+    std::fs::write(export.join("rx7.cfg"), "name = \"rx7\"\nmemory = 16\n").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[(i % 27) as usize]).collect();
+    std::fs::write(export.join("images/big.txt"), &big).unwrap();
+    let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    let mut q = hypervisor(&rig)?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+    let out = q.command("mount", CMD)?;
+    assert!(out.contains(&format!("{spec} on /var/xen type nfs3")), "{out}");
+    let out = q.command("ls /var/xen", Duration::from_secs(30))?;
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["images", "rx7.cfg"], "{out}");
+    let out = q.command("ls -l /var/xen/images", Duration::from_secs(30))?;
+    assert!(out.contains("300000 big.txt"), "{out}");
+    let out = q.command("cat /var/xen/rx7.cfg", Duration::from_secs(30))?;
+    assert_eq!(out, "name = \"rx7\"\nmemory = 16\n");
+    // A file larger than one READ: the first 64 KiB, byte-exact.
+    let out = q.command("cat /var/xen/images/big.txt", Duration::from_secs(60))?;
+    let expect = String::from_utf8(big[..65536].to_vec()).unwrap();
+    assert!(out.starts_with(&expect), "cat differs");
+    assert!(out.contains("[cat: output stopped after 64 KiB]"));
+    let out = q.command("cat /var/xen/nosuch", Duration::from_secs(30))?;
+    assert!(out.starts_with("error: cat /var/xen/nosuch:") && out.contains("no such file or directory"), "{out}");
+    let out = q.command("df", Duration::from_secs(30))?;
+    assert!(out.lines().any(|l| l.ends_with(" /var/xen") && l.contains('%')), "{out}");
+    let out = q.command("umount /var/xen", Duration::from_secs(30))?;
+    assert!(!out.contains("error"), "{out}");
+    let out = q.command("ls /var/xen", CMD)?;
+    assert!(out.contains("not on a mounted file system"), "{out}");
+    Ok(())
+}
