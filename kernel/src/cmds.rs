@@ -22,7 +22,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "create",
-        usage: "create [-c] <module> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]",
+        usage:
+            "create [-c] <module|/path/x.cfg|/path/x.elf> [name=N] [memory=MiB] [vcpus=N] [weight=W] [extra=\"...\"]",
         summary: "start a domain from a guest image",
     },
     CommandInfo { name: "list", usage: "list [-l]", summary: "list domains (xm layout; -l for details)" },
@@ -407,6 +408,37 @@ fn resolve(arg: Option<&&str>) -> Option<hypervisor::domain::DomId> {
     }
 }
 
+/// Largest guest image read from a share.
+const MAX_IMAGE: u64 = 64 << 20;
+
+/// Reads an xl.cfg from a share and the kernel it names; returns the create
+/// arguments and the kernel image.
+fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>), String> {
+    let text = crate::storage::read_file(path, 256 * 1024)?;
+    let text = core::str::from_utf8(&text).map_err(|_| alloc::format!("{path}: not UTF-8 text"))?;
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let cfg = hypervisor::xlcfg::domain_config(file, text).map_err(|e| alloc::format!("{e}"))?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    if !cfg.disks.is_empty() {
+        log::warn!("{file}: disk: paravirtual disks are not implemented yet; ignored");
+    }
+    let vif = cfg.vifs.first().map(|v| v.mac.as_ref().map(|m| alloc::format!("mac={m}")).unwrap_or_default());
+    let kernel =
+        crate::storage::read_file(&cfg.kernel, MAX_IMAGE).map_err(|e| alloc::format!("{file}: kernel: {e}"))?;
+    let args = hypervisor::domain::CreateArgs {
+        image: cfg.kernel.clone(),
+        name: Some(cfg.name.clone()),
+        memory_mib: cfg.memory_mib,
+        vcpus: cfg.vcpus,
+        extra: cfg.extra.clone(),
+        weight: cfg.weight,
+        vif,
+    };
+    Ok((args, kernel))
+}
+
 fn create(args: &[&str]) {
     // `-c` (as in xl): attach to the new domain's console right away.
     let attach = args.contains(&"-c");
@@ -418,15 +450,49 @@ fn create(args: &[&str]) {
             return;
         }
     };
-    let Some((stem, bytes)) = find_module(&a.image) else {
-        let b = crate::boot();
-        let names: Vec<&str> = b.info.modules.iter().map(|m| m.cmdline.as_str()).collect();
-        if names.is_empty() {
-            println!("error: no boot module named '{}' (none were loaded)", a.image);
+    // An image on a mounted export: an xl.cfg file or a guest ELF.
+    let mut a = a;
+    let loaded: Vec<u8>;
+    let (stem, bytes): (String, &[u8]) = if a.image.starts_with('/') && find_module(&a.image).is_none() {
+        if a.image.ends_with(".cfg") {
+            if args.len() > 1 {
+                println!("error: create {}: a config file takes no further options (edit the file)", a.image);
+                return;
+            }
+            match config_args(&a.image) {
+                Ok((args_from_cfg, kernel)) => {
+                    a = args_from_cfg;
+                    loaded = kernel;
+                }
+                Err(e) => {
+                    println!("error: create {e}");
+                    return;
+                }
+            }
         } else {
-            println!("error: no boot module named '{}' (have: {})", a.image, names.join(", "));
+            match crate::storage::read_file(&a.image, MAX_IMAGE) {
+                Ok(k) => loaded = k,
+                Err(e) => {
+                    println!("error: create {e}");
+                    return;
+                }
+            }
         }
-        return;
+        (hypervisor::domain::default_name(&a.image), &loaded)
+    } else {
+        match find_module(&a.image) {
+            Some((stem, bytes)) => (stem, bytes),
+            None => {
+                let b = crate::boot();
+                let names: Vec<&str> = b.info.modules.iter().map(|m| m.cmdline.as_str()).collect();
+                if names.is_empty() {
+                    println!("error: no boot module named '{}' (none were loaded)", a.image);
+                } else {
+                    println!("error: no boot module named '{}' (have: {})", a.image, names.join(", "));
+                }
+                return;
+            }
+        }
     };
     let t0 = time::now_ns();
     match crate::domains::create(&a, &stem, bytes) {

@@ -38,6 +38,7 @@ impl Drop for NfsServer {
 fn hypervisor(rig: &Rig) -> Result<Qemu, Error> {
     let mut b = QemuBuilder::kernel(images::elf()?)
         .append(format!("console=ttyS0 ip={}/24", rig.ip(2)))
+        .memory("256M")
         .prefix(rig.qemu_prefix());
     for a in rig.nic_args(0, "virtio-net-pci") {
         b = b.arg(a);
@@ -53,7 +54,14 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     let dir = TempDir::new("nfs").map_err(|e| Error::Setup(e.to_string()))?;
     let export = dir.path().join("xen");
     std::fs::create_dir_all(export.join("images")).unwrap();
-    std::fs::write(export.join("rx7.cfg"), "name = \"rx7\"\nmemory = 16\n").unwrap();
+    std::fs::copy(images::guest("heartbeat")?, export.join("images/heartbeat.elf")).unwrap();
+    std::fs::write(
+        export.join("rx7.cfg"),
+        "# the seed's guest\nname = \"rx7\"\nmemory = 16\nvcpus = 2\nkernel = \"/var/xen/images/heartbeat.elf\"\n\
+         extra = \"period_ms=100\"\nvif = [ 'mac=00:16:3e:00:00:07' ]\non_crash = \"preserve\"\n",
+    )
+    .unwrap();
+    std::fs::write(export.join("bad.cfg"), "name = \"bad\"\nmemory = lots\n").unwrap();
     let big: Vec<u8> = (0..300_000u32).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[(i % 27) as usize]).collect();
     std::fs::write(export.join("images/big.txt"), &big).unwrap();
     let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
@@ -65,11 +73,28 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     let out = q.command("mount", CMD)?;
     assert!(out.contains(&format!("{spec} on /var/xen type nfs3")), "{out}");
     let out = q.command("ls /var/xen", Duration::from_secs(30))?;
-    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["images", "rx7.cfg"], "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["bad.cfg", "images", "rx7.cfg"], "{out}");
     let out = q.command("ls -l /var/xen/images", Duration::from_secs(30))?;
     assert!(out.contains("300000 big.txt"), "{out}");
     let out = q.command("cat /var/xen/rx7.cfg", Duration::from_secs(30))?;
-    assert_eq!(out, "name = \"rx7\"\nmemory = 16\n");
+    assert!(out.starts_with("# the seed's guest\nname = \"rx7\"\n"), "{out}");
+    // A domain from a config on the share, its kernel read over NFS.
+    let out = q.command("create /var/xen/rx7.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 1 (rx7)"), "{out}");
+    let out = q.command("list", CMD)?;
+    let row = out.lines().find(|l| l.starts_with("rx7 ")).unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2], cols[3]), ("1", "16", "2"), "{row}");
+    let out = q.command("network-list rx7", CMD)?;
+    assert!(out.contains("00:16:3e:00:00:07"), "{out}");
+    q.send_line("console rx7")?;
+    q.expect("heartbeat rx7 seq=2 ", Duration::from_secs(30))?;
+    q.send(b"\x1d")?;
+    q.expect(systest::PROMPT, CMD)?;
+    let out = q.command("create /var/xen/bad.cfg", Duration::from_secs(30))?;
+    assert!(out.starts_with("error: create bad.cfg:2: memory:"), "errors name file, line and key: {out}");
+    let out = q.command("create /var/xen/nosuch.cfg", Duration::from_secs(30))?;
+    assert!(out.contains("no such file or directory"), "{out}");
     // A file larger than one READ: the first 64 KiB, byte-exact.
     let out = q.command("cat /var/xen/images/big.txt", Duration::from_secs(60))?;
     let expect = String::from_utf8(big[..65536].to_vec()).unwrap();
