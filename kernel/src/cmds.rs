@@ -69,6 +69,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "df", usage: "df", summary: "size and use of the mounted exports" },
     CommandInfo { name: "ls", usage: "ls [-l] PATH", summary: "list a directory on a mounted export" },
     CommandInfo { name: "cat", usage: "cat PATH", summary: "print a file from a mounted export (first 64 KiB)" },
+    CommandInfo { name: "cp", usage: "cp SRC DST", summary: "copy a file on a mounted export" },
+    CommandInfo { name: "sha256sum", usage: "sha256sum PATH", summary: "SHA-256 of a file on a mounted export" },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo {
@@ -131,6 +133,8 @@ pub fn run(line: &str) {
         "df" => df(),
         "ls" => ls(&args),
         "cat" => cat(&args),
+        "cp" => cp(&args),
+        "sha256sum" => sha256sum(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -1039,5 +1043,37 @@ fn cat(args: &[&str]) {
                 println!("[cat: output stopped after 64 KiB]");
             }
         }
+    }
+}
+
+fn cp(args: &[&str]) {
+    let [src, dst] = args else {
+        println!("usage: cp SRC DST");
+        return;
+    };
+    let t0 = time::now_ns();
+    match crate::storage::copy(src, dst) {
+        Ok(n) => {
+            let ms = ((time::now_ns() - t0) / 1_000_000).max(1);
+            println!("copied {n} bytes in {ms} ms");
+        }
+        Err(e) => println!("error: {e}"),
+    }
+}
+
+fn sha256sum(args: &[&str]) {
+    let Some(path) = args.first() else {
+        println!("usage: sha256sum PATH");
+        return;
+    };
+    let t0 = time::now_ns();
+    match crate::storage::sha256(path) {
+        Ok((h, n)) => {
+            let hex: String = h.iter().map(|b| alloc::format!("{b:02x}")).collect();
+            let ms = ((time::now_ns() - t0) / 1_000_000).max(1);
+            println!("{hex}  {path}");
+            log::info!("sha256sum: {n} bytes in {ms} ms ({} KiB/s)", n * 1000 / 1024 / ms);
+        }
+        Err(e) => println!("error: sha256sum {e}"),
     }
 }

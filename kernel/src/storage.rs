@@ -305,3 +305,67 @@ pub fn df() -> Vec<String> {
     }
     out
 }
+
+/// SHA-256 of a file on a share, streamed (any size).
+pub fn sha256(path: &str) -> Result<([u8; 32], u64), String> {
+    use sha2::Digest;
+    with_path(path, |nfs, rel| {
+        let (fh, attr) = nfs.lookup(rel)?;
+        let mut h = sha2::Sha256::new();
+        let n = nfs.read_to(&fh, 0, attr.size, &mut |chunk| h.update(chunk))?;
+        Ok((h.finalize().into(), n))
+    })
+}
+
+/// Copies a file within one mounted export (UNSTABLE writes, one COMMIT at
+/// the end; if the server restarted meanwhile, the copy is done again once).
+pub fn copy(src: &str, dst: &str) -> Result<u64, String> {
+    let (src_n, dst_n) = (normalize(src)?, normalize(dst)?);
+    let same_mount = {
+        let ms = MOUNTS.lock();
+        let owner = |p: &str| {
+            ms.iter()
+                .filter(|m| p == m.at || p.starts_with(&alloc::format!("{}/", m.at.trim_end_matches('/'))))
+                .max_by_key(|m| m.at.len())
+                .map(|m| m.at.clone())
+        };
+        match (owner(&src_n), owner(&dst_n)) {
+            (Some(a), Some(b)) if a == b => Some(a),
+            (Some(_), Some(_)) => return Err(String::from("copying between two mounts is not supported yet")),
+            _ => None,
+        }
+    };
+    let Some(at) = same_mount else { return Err(alloc::format!("{src_n} or {dst_n}: not on a mounted file system")) };
+    let rel = |p: &str| p[at.len()..].trim_start_matches('/').to_string();
+    let (src_rel, dst_rel) = (rel(&src_n), rel(&dst_n));
+    with_path(&at, |nfs, _| {
+        let (sfh, sattr) = nfs.lookup(&src_rel)?;
+        let (parent, name) = net::nfs::split_parent(&dst_rel);
+        let (dir, _) = nfs.lookup(parent)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dfh = nfs.create(&dir, name, 0o644, false)?;
+            nfs.set_size(&dfh, 0)?;
+            let mut off = 0u64;
+            let chunk = u64::from(nfs.rsize());
+            while off < sattr.size {
+                let (data, eof) = nfs.read(&sfh, off, chunk.min(sattr.size - off) as u32)?;
+                if data.is_empty() {
+                    break;
+                }
+                nfs.write(&dfh, off, &data, net::nfs3::StableHow::Unstable)?;
+                off += data.len() as u64;
+                if eof {
+                    break;
+                }
+            }
+            match nfs.commit(&dfh) {
+                Ok(_) => return Ok(off),
+                Err(e) if e.is_verifier_changed() && attempt < 2 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .map_err(|e| alloc::format!("cp {src_n} {dst_n}: {e}"))
+}

@@ -35,6 +35,13 @@ impl Drop for NfsServer {
     }
 }
 
+/// sha256sum of a file, computed by Linux.
+fn sha256_hex(rig: &Rig, path: &std::path::Path) -> Result<String, Error> {
+    let out = rig.run(&["sha256sum".as_ref(), path.as_os_str()])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
+}
+
 fn hypervisor(rig: &Rig) -> Result<Qemu, Error> {
     let mut b = QemuBuilder::kernel(images::elf()?)
         .append(format!("console=ttyS0 ip={}/24", rig.ip(2)))
@@ -102,6 +109,29 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     assert!(out.contains("[cat: output stopped after 64 KiB]"));
     let out = q.command("cat /var/xen/nosuch", Duration::from_secs(30))?;
     assert!(out.starts_with("error: cat /var/xen/nosuch:") && out.contains("no such file or directory"), "{out}");
+    // 64 MiB through the hypervisor's NFS client, compared by checksum.
+    let r64: Vec<u8> = {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..64 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    std::fs::write(export.join("images/r64"), &r64).unwrap();
+    let want = sha256_hex(&rig, &export.join("images/r64"))?;
+    let out = q.command("sha256sum /var/xen/images/r64", Duration::from_secs(300))?;
+    assert_eq!(out.lines().next(), Some(format!("{want}  /var/xen/images/r64").as_str()), "{out}");
+    // The hypervisor writes; Linux's libnfs reads back the same bytes.
+    let out = q.command("cp /var/xen/images/big.txt /var/xen/images/copy.txt", Duration::from_secs(120))?;
+    assert!(out.starts_with("copied 300000 bytes"), "{out}");
+    let url = format!("nfs://{}{}/images/copy.txt?nfsport=2049&mountport=20048", rig.bridge_ip(), export.display());
+    let got = rig.run(&["nfs-cat", &url])?;
+    assert!(got.status.success(), "nfs-cat: {}", String::from_utf8_lossy(&got.stderr));
+    assert!(got.stdout == big, "nfs-cat read {} bytes that differ from what was written", got.stdout.len());
     let out = q.command("df", Duration::from_secs(30))?;
     assert!(out.lines().any(|l| l.ends_with(" /var/xen") && l.contains('%')), "{out}");
     let out = q.command("umount /var/xen", Duration::from_secs(30))?;
