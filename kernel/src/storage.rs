@@ -34,6 +34,11 @@ pub struct KernelTransport {
     tcp: Option<TcpHandle>,
     rpc: RpcClient,
     out: Vec<u8>,
+    /// No new connection before this time (backoff while the server is down).
+    next_connect_ms: u64,
+    backoff_ms: u64,
+    /// The current outage has been logged.
+    outage_logged: bool,
 }
 
 impl KernelTransport {
@@ -53,6 +58,9 @@ impl KernelTransport {
             tcp: None,
             rpc: RpcClient::new(cred, xid, RetryPolicy { initial_ms: 1_000, max_ms: 8_000 }),
             out: Vec::new(),
+            next_connect_ms: 0,
+            backoff_ms: 0,
+            outage_logged: false,
         }
     }
 
@@ -71,8 +79,25 @@ impl KernelTransport {
             None => None,
         };
         match status {
-            Some(TcpStatus::Established) | Some(TcpStatus::Connecting) => Ok(status),
+            Some(TcpStatus::Established) => {
+                self.backoff_ms = 0;
+                Ok(status)
+            }
+            Some(TcpStatus::Connecting) => Ok(status),
+            _ if now < self.next_connect_ms => Ok(None),
             _ => {
+                // 0, then 250 ms doubling to 4 s between attempts.
+                self.backoff_ms = if self.backoff_ms == 0 { 250 } else { (self.backoff_ms * 2).min(4_000) };
+                self.next_connect_ms = now + self.backoff_ms;
+                if status.is_some() && !self.outage_logged {
+                    self.outage_logged = true;
+                    log::warn!(
+                        "nfs: connection to {}:{} lost; reconnecting and resending {} call(s)",
+                        fmt_ipv4(self.server),
+                        self.port,
+                        self.rpc.in_flight()
+                    );
+                }
                 self.drop_connection();
                 let h = network::with_stack(|s| s.tcp_connect(self.server, self.port, now))
                     .ok_or_else(|| TransportError::Disconnected("no network".into()))?
@@ -106,9 +131,10 @@ impl KernelTransport {
                         }
                         for (x, r) in self.rpc.on_bytes(&buf[..n]) {
                             if x == xid {
-                                if warned {
+                                if warned || self.outage_logged {
                                     log::info!("nfs: server {} OK", fmt_ipv4(self.server));
                                 }
+                                self.outage_logged = false;
                                 return r.map_err(TransportError::Rpc);
                             }
                         }

@@ -16,16 +16,32 @@ struct NfsServer {
 
 impl NfsServer {
     fn start(rig: &Rig, export: &std::path::Path, state: &std::path::Path) -> Result<NfsServer, Error> {
+        Self::start_with(rig, export, state, &[])
+    }
+
+    fn start_with(
+        rig: &Rig,
+        export: &std::path::Path,
+        state: &std::path::Path,
+        extra: &[&str],
+    ) -> Result<NfsServer, Error> {
         let out = Command::new(repo_root().join("scripts/nfs-server"))
             .args(["start", rig.ns(), rig.bridge_ip()])
             .arg(export)
             .arg(state)
+            .args(extra)
             .output()
             .map_err(|e| Error::Setup(format!("scripts/nfs-server: {e}")))?;
         if !out.status.success() {
             return Err(Error::Setup(format!("nfs-server start failed: {}", String::from_utf8_lossy(&out.stderr))));
         }
         Ok(NfsServer { ns: rig.ns().to_string(), state: state.to_path_buf() })
+    }
+}
+
+impl NfsServer {
+    fn stop(&self) {
+        let _ = Command::new(repo_root().join("scripts/nfs-server")).args(["stop", &self.ns]).arg(&self.state).status();
     }
 }
 
@@ -138,5 +154,61 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     assert!(!out.contains("error"), "{out}");
     let out = q.command("ls /var/xen", CMD)?;
     assert!(out.contains("not on a mounted file system"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "read_only_exports_and_a_server_restart_mid_read") else { return Ok(()) };
+    let dir = TempDir::new("nfs-faults").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("small.txt"), "keep me\n").unwrap();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(export.join("big"), &data).unwrap();
+    let want = sha256_hex(&rig, &export.join("big"))?;
+    let state = dir.path().join("state");
+
+    // Read-only: reads work, writes fail with a clear error.
+    let server = NfsServer::start_with(&rig, &export, &state, &["--ro"])?;
+    let mut q = hypervisor(&rig)?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+    let out = q.command("cat /var/xen/small.txt", Duration::from_secs(30))?;
+    assert_eq!(out, "keep me\n");
+    let out = q.command("cp /var/xen/small.txt /var/xen/copy.txt", Duration::from_secs(30))?;
+    assert!(out.starts_with("error: cp ") && out.contains("read-only file system"), "{out}");
+    q.command("umount /var/xen", Duration::from_secs(30))?;
+    server.stop();
+    drop(server);
+
+    // Read-write again; the server restarts in the middle of a large read:
+    // the client reconnects, resends, and the checksum is still right.
+    let server = NfsServer::start(&rig, &export, &state)?;
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+    q.send_line("sha256sum /var/xen/big")?;
+    // Fault injection point (the read takes several seconds under TCG); the
+    // result does not depend on when exactly the server goes away.
+    std::thread::sleep(Duration::from_secs(2));
+    server.stop();
+    drop(server);
+    let _server = NfsServer::start(&rig, &export, &state)?;
+    q.expect(
+        format!("nfs: connection to {}:2049 lost; reconnecting", rig.bridge_ip()).as_str(),
+        Duration::from_secs(60),
+    )?;
+    let line = q.expect(systest::Regex::new(r"[0-9a-f]{64}  /var/xen/big").unwrap(), Duration::from_secs(300))?;
+    assert!(line.ends_with(&format!("{want}  /var/xen/big")), "checksum after a server restart differs: {line}");
     Ok(())
 }
