@@ -71,6 +71,11 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "cat", usage: "cat PATH", summary: "print a file from a mounted export (first 64 KiB)" },
     CommandInfo { name: "cp", usage: "cp SRC DST", summary: "copy a file on a mounted export" },
     CommandInfo { name: "sha256sum", usage: "sha256sum PATH", summary: "SHA-256 of a file on a mounted export" },
+    CommandInfo {
+        name: "nfsbench",
+        usage: "nfsbench read PATH | write PATH MiB",
+        summary: "NFS throughput: read a file, or write a new one",
+    },
     CommandInfo { name: "reboot", usage: "reboot", summary: "reset the machine" },
     CommandInfo { name: "poweroff", usage: "poweroff", summary: "power the machine off (ACPI S5)" },
     CommandInfo {
@@ -135,6 +140,7 @@ pub fn run(line: &str) {
         "cat" => cat(&args),
         "cp" => cp(&args),
         "sha256sum" => sha256sum(&args),
+        "nfsbench" => nfsbench(&args),
         other => println!("{}", shell::unknown_command_message(other, &names())),
     }
 }
@@ -1075,5 +1081,34 @@ fn sha256sum(args: &[&str]) {
             log::info!("sha256sum: {n} bytes in {ms} ms ({} KiB/s)", n * 1000 / 1024 / ms);
         }
         Err(e) => println!("error: sha256sum {e}"),
+    }
+}
+
+fn nfsbench(args: &[&str]) {
+    let t0 = time::now_ns();
+    let r = match args {
+        ["read", path] => crate::storage::read_discard(path),
+        ["write", path, mib] => match mib.parse::<u64>() {
+            Ok(m) if (1..=4096).contains(&m) => crate::storage::write_pattern(path, m << 20),
+            _ => Err(String::from("MiB must be 1-4096")),
+        },
+        _ => {
+            println!("usage: nfsbench read PATH | write PATH MiB");
+            return;
+        }
+    };
+    match r {
+        Ok(n) => {
+            let ns = (time::now_ns() - t0).max(1);
+            let kib_s = n * 1_000_000_000 / 1024 / ns;
+            println!(
+                "nfsbench: {} {n} bytes in {} ms: {}.{:02} MiB/s",
+                args[0],
+                ns / 1_000_000,
+                kib_s / 1024,
+                (kib_s % 1024) * 100 / 1024
+            );
+        }
+        Err(e) => println!("error: nfsbench {e}"),
     }
 }

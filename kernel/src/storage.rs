@@ -395,3 +395,32 @@ pub fn copy(src: &str, dst: &str) -> Result<u64, String> {
     })
     .map_err(|e| alloc::format!("cp {src_n} {dst_n}: {e}"))
 }
+
+/// Reads a whole file and discards it; returns bytes read (throughput test).
+pub fn read_discard(path: &str) -> Result<u64, String> {
+    with_path(path, |nfs, rel| {
+        let (fh, attr) = nfs.lookup(rel)?;
+        nfs.read_to(&fh, 0, attr.size, &mut |_| {})
+    })
+}
+
+/// Writes `bytes` of a pattern to a new file (UNSTABLE + COMMIT); returns
+/// bytes written (throughput test).
+pub fn write_pattern(path: &str, bytes: u64) -> Result<u64, String> {
+    let path = normalize(path)?;
+    with_path(&path, |nfs, rel| {
+        let (parent, name) = net::nfs::split_parent(rel);
+        let (dir, _) = nfs.lookup(parent)?;
+        let fh = nfs.create(&dir, name, 0o644, false)?;
+        nfs.set_size(&fh, 0)?;
+        let chunk: Vec<u8> = (0..nfs.wsize() as usize).map(|i| (i % 251) as u8).collect();
+        let mut off = 0u64;
+        while off < bytes {
+            let n = (bytes - off).min(chunk.len() as u64) as usize;
+            nfs.write(&fh, off, &chunk[..n], net::nfs3::StableHow::Unstable)?;
+            off += n as u64;
+        }
+        nfs.commit(&fh)?;
+        Ok(off)
+    })
+}
