@@ -76,6 +76,8 @@ pub struct Options {
     pub ip: Option<String>,
     /// `gw=`: the default gateway with a static `ip=`.
     pub gw: Option<String>,
+    /// `nfs=SERVER:/export@/mount/point`, once per export to mount at boot.
+    pub nfs: Vec<String>,
     /// The line as given, trimmed and without the image path.
     pub raw: String,
 }
@@ -91,6 +93,7 @@ impl Default for Options {
             hostname: String::from("Domain-0"),
             ip: None,
             gw: None,
+            nfs: Vec::new(),
             raw: String::new(),
         }
     }
@@ -156,6 +159,8 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
         "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
         "ip" => with_value(value, "dhcp or A.B.C.D/N", |v| Some(String::from(v))).map(|v| opts.ip = Some(v)),
         "gw" => with_value(value, "A.B.C.D", |v| Some(String::from(v))).map(|v| opts.gw = Some(v)),
+        "nfs" => with_value(value, "SERVER:/export@/mount/point", |v| v.contains('@').then(|| String::from(v)))
+            .map(|v| opts.nfs.push(v)),
         "" => {
             warnings.push("cmdline: option without a name ignored".into());
             return;
@@ -529,6 +534,14 @@ mod tests {
         );
         let (_, warnings) = parse(r#""hostname=h1" "unterminated=x"#);
         assert!(warnings.iter().any(|w| w.0.contains("unknown option 'unterminated'")), "{warnings:?}");
+    }
+
+    #[test]
+    fn nfs_options_accumulate() {
+        let o = clean("nfs=10.0.0.1:/a@/var/xen nfs=10.0.0.1:/b@/srv");
+        assert_eq!(o.nfs, vec!["10.0.0.1:/a@/var/xen".to_string(), "10.0.0.1:/b@/srv".to_string()]);
+        let (o, w) = parse("nfs=10.0.0.1:/a");
+        assert!(o.nfs.is_empty() && w.len() == 1, "{w:?}");
     }
 
     #[test]

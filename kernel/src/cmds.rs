@@ -971,7 +971,7 @@ fn mount(args: &[&str]) {
             return;
         }
     }
-    if let Err(e) = crate::storage::mount(spec, at, mport, nport) {
+    if let Err(e) = crate::storage::mount(spec, at, mport, nport, None) {
         println!("error: mount {spec}: {e}");
     }
 }

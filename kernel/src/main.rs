@@ -187,6 +187,8 @@ mod kernel {
 
         crate::vcpu::init();
         crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref());
+        cpu::sti();
+        crate::storage::mount_boot_options(&b.opts.nfs);
         if b.opts.selftest {
             crate::selftest::run()
         }

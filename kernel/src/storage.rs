@@ -39,6 +39,8 @@ pub struct KernelTransport {
     backoff_ms: u64,
     /// The current outage has been logged.
     outage_logged: bool,
+    /// Give up (Timeout) after this time; None: retry until Ctrl-C.
+    deadline_ms: Option<u64>,
 }
 
 impl KernelTransport {
@@ -61,6 +63,7 @@ impl KernelTransport {
             next_connect_ms: 0,
             backoff_ms: 0,
             outage_logged: false,
+            deadline_ms: None,
         }
     }
 
@@ -154,6 +157,10 @@ impl KernelTransport {
                 log::warn!("nfs: server {}:{} not responding, still trying", fmt_ipv4(self.server), self.port);
             }
             network::pump();
+            if self.deadline_ms.is_some_and(|d| now >= d) {
+                self.rpc.cancel(xid);
+                return Err(TransportError::Timeout);
+            }
             if crate::cmds::wait_interruptible() {
                 self.rpc.cancel(xid);
                 return Err(TransportError::Interrupted);
@@ -197,8 +204,9 @@ pub struct Mount {
 static MOUNTS: spin::Mutex<Vec<Mount>> = spin::Mutex::new(Vec::new());
 
 /// Asks the portmapper for a program's TCP port.
-fn getport(server: [u8; 4], prog: u32, vers: u32) -> Result<u16, String> {
+fn getport(server: [u8; 4], prog: u32, vers: u32, deadline_ms: Option<u64>) -> Result<u16, String> {
     let mut t = KernelTransport::new(server, PORTMAP_PORT);
+    t.deadline_ms = deadline_ms;
     let args = net::portmap::GetPortArgs { prog, vers, prot: 6 }.encode();
     let body = t.call(100_000, 2, 3, &args).map_err(|e| e.to_string())?;
     net::portmap::decode_getport_result(&body)
@@ -217,17 +225,22 @@ pub fn parse_spec(spec: &str) -> Result<([u8; 4], String), String> {
 }
 
 /// Mounts `SERVER:/export` at `at`. `mount_port` 0 asks the portmapper.
-pub fn mount(spec: &str, at: &str, mount_port: u16, nfs_port: u16) -> Result<(), String> {
+/// With `deadline_ms`, the mount itself gives up at that time (later calls
+/// on the mount are hard, as always).
+pub fn mount(spec: &str, at: &str, mount_port: u16, nfs_port: u16, deadline_ms: Option<u64>) -> Result<(), String> {
     let (server, export) = parse_spec(spec)?;
     let at = normalize(at)?;
     if MOUNTS.lock().iter().any(|m| m.at == at) {
         return Err(alloc::format!("{at} is already a mount point"));
     }
-    let mport = if mount_port != 0 { mount_port } else { getport(server, 100_005, 3)? };
+    let mport = if mount_port != 0 { mount_port } else { getport(server, 100_005, 3, deadline_ms)? };
     let mut mt = KernelTransport::new(server, mport);
+    mt.deadline_ms = deadline_ms;
     let mounted = net::nfs::mount(&mut mt, &export).map_err(|e| e.to_string())?;
-    let nfs = Nfs::new(KernelTransport::new(server, if nfs_port != 0 { nfs_port } else { NFS_PORT }), mounted.root)
-        .map_err(|e| e.to_string())?;
+    let mut nt = KernelTransport::new(server, if nfs_port != 0 { nfs_port } else { NFS_PORT });
+    nt.deadline_ms = deadline_ms;
+    let mut nfs = Nfs::new(nt, mounted.root).map_err(|e| e.to_string())?;
+    nfs.transport().deadline_ms = None;
     log::info!("nfs: mounted {}:{export} on {at}", fmt_ipv4(server));
     MOUNTS.lock().push(Mount { server, export, at, mount_port: mport, nfs });
     Ok(())
@@ -423,4 +436,23 @@ pub fn write_pattern(path: &str, bytes: u64) -> Result<u64, String> {
         nfs.commit(&fh)?;
         Ok(off)
     })
+}
+
+/// Mounts the `nfs=SERVER:/export@/dir` boot options, each given up to 20 s
+/// (after waiting up to 15 s for a DHCP address); a failure is logged and
+/// the boot goes on (`mount` can retry later).
+pub fn mount_boot_options(specs: &[String]) {
+    if specs.is_empty() {
+        return;
+    }
+    let until = now_ms() + 15_000;
+    while network::with_stack(|s| s.info().ipv4.is_some()) == Some(false) && now_ms() < until {
+        crate::cmds::wait_interruptible();
+    }
+    for spec in specs {
+        let Some((export, at)) = spec.rsplit_once('@') else { continue };
+        if let Err(e) = mount(export, at, 0, 0, Some(now_ms() + 20_000)) {
+            log::error!("nfs: boot mount {spec} failed: {e}; 'mount {export} {at}' retries");
+        }
+    }
 }

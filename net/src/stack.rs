@@ -46,6 +46,9 @@ pub const MAX_PING_PAYLOAD: usize = MTU - 20 - 8;
 /// A TCP connection that gets no acknowledgement for this long is aborted.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_BUFFER: usize = 64 * 1024;
+/// Keep-alive interval of tcp_connect/tcp_listen connections (below
+/// TCP_TIMEOUT, so an idle but live connection is never timed out).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(3);
 /// Ping requests (and received-reply TTLs) remembered for matching replies.
 const PING_MEMORY: usize = 64;
 /// Times are clamped to this many ms so smoltcp's µs arithmetic never overflows.
@@ -784,6 +787,9 @@ impl NetStack {
         self.next_port = self.next_port.checked_add(1).unwrap_or(49152);
         let sock = self.sockets.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(TCP_TIMEOUT));
+        // Idle connections (an NFS mount between commands) stay up: the
+        // keep-alives are answered, so the timeout only ends dead peers.
+        sock.set_keep_alive(Some(TCP_KEEPALIVE));
         if let Err(e) = sock.connect(self.iface.context(), (IpAddress::Ipv4(Ipv4Addr::from(dst)), port), local_port) {
             self.sockets.remove(handle);
             return Err(format!("cannot connect to {}:{port}: {e}", Ipv4Addr::from(dst)));
@@ -799,6 +805,7 @@ impl NetStack {
         ));
         let sock = self.sockets.get_mut::<tcp::Socket>(handle);
         sock.set_timeout(Some(TCP_TIMEOUT));
+        sock.set_keep_alive(Some(TCP_KEEPALIVE));
         if let Err(e) = sock.listen(port) {
             self.sockets.remove(handle);
             return Err(format!("cannot listen on port {port}: {e}"));

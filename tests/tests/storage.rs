@@ -212,3 +212,36 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     assert!(line.ends_with(&format!("{want}  /var/xen/big")), "checksum after a server restart differs: {line}");
     Ok(())
 }
+
+#[test]
+fn exports_are_mounted_from_the_command_line() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "exports_are_mounted_from_the_command_line") else { return Ok(()) };
+    let dir = TempDir::new("nfs-boot").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("hello.txt"), "mounted at boot\n").unwrap();
+    let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    // One reachable export and one on a host that does not exist: the
+    // second fails after its deadline, with a clear line, and boot goes on.
+    let mut b = QemuBuilder::kernel(images::elf()?)
+        .append(format!(
+            "console=ttyS0 ip={}/24 nfs={}:{}@/var/xen nfs={}:/nowhere@/mnt",
+            rig.ip(2),
+            rig.bridge_ip(),
+            export.display(),
+            rig.ip(99)
+        ))
+        .prefix(rig.qemu_prefix());
+    for a in rig.nic_args(0, "e1000") {
+        b = b.arg(a);
+    }
+    let mut q = b.spawn()?;
+    q.expect(format!("nfs: boot mount {}:/nowhere@/mnt failed:", rig.ip(99)).as_str(), Duration::from_secs(120))?;
+    q.wait_ready(Duration::from_secs(60))?;
+    let out = q.command("mount", CMD)?;
+    assert!(out.contains(&format!("{}:{} on /var/xen type nfs3", rig.bridge_ip(), export.display())), "{out}");
+    assert!(!out.contains("/mnt"), "{out}");
+    let out = q.command("cat /var/xen/hello.txt", Duration::from_secs(30))?;
+    assert_eq!(out, "mounted at boot\n");
+    Ok(())
+}
