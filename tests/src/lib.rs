@@ -16,6 +16,7 @@
 
 pub mod contract;
 pub mod netbench;
+pub mod nfsbench;
 pub mod qemu;
 pub mod rig;
 pub mod rng;

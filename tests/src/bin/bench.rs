@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use systest::netbench::{self, ns_sh, Peer};
+use systest::nfsbench::{self, NfsServer};
 use systest::qemu::kvm_usable;
 use systest::rig::Rig;
 use systest::{images, timeouts, Accel, QemuBuilder, TempDir};
@@ -704,6 +705,192 @@ fn echo_linux_guest(ctx: &mut Ctx) -> Cell {
     }
 }
 
+// -- NFS rows -------------------------------------------------------------
+//
+// nfs-ganesha (scripts/nfs-server) serves a temporary directory on the
+// rig's bridge address inside the rig's namespace; rhv (e1000, TCG) mounts
+// it at /var/xen. Beside rhv's NFS figure: the raw TCP rate Linux → rhv on
+// the same boot, and libnfs's `nfs-cp` run in the rig's namespace against
+// the same server. QEMU, ganesha and the rig go away on drop, errors too.
+
+/// Bytes of the file rhv reads and of the file libnfs writes (64 MiB).
+const NFS_BYTES: u64 = 64 << 20;
+/// MiB `nfsbench write` writes.
+const NFS_WRITE_MIB: u64 = 64;
+/// rhv's NIC in the NFS rows (as in "TCP Linux → hypervisor sink").
+const NFS_NIC: &str = "e1000";
+/// A 64 MiB read or write under TCG.
+const NFS_WAIT: Duration = Duration::from_secs(600);
+
+/// A rig with ganesha serving `dir/xen` and rhv at .2 with it mounted on
+/// /var/xen. Fields drop in order: QEMU, ganesha, the rig, the files.
+struct NfsRig {
+    q: systest::Qemu,
+    server: NfsServer,
+    rig: Rig,
+    dir: TempDir,
+}
+
+impl NfsRig {
+    /// `files`: names (in the export, or `../NAME` beside it) filled with
+    /// `NFS_BYTES` random bytes before the server starts.
+    fn up(files: &[&str]) -> Result<NfsRig, String> {
+        let rig = rig(1)?;
+        let dir = TempDir::new("bench-nfs").map_err(err)?;
+        let export = dir.path().join("xen");
+        std::fs::create_dir_all(&export).map_err(|e| format!("{}: {e}", export.display()))?;
+        for f in files {
+            let script = format!("head -c {NFS_BYTES} /dev/urandom > {}", export.join(f).display());
+            ns_sh(rig.ns(), &script, Duration::from_secs(120)).map_err(err)?;
+        }
+        let server = NfsServer::start(&rig, &export, &dir.path().join("state"))
+            .map_err(|e| format!("no NFS server: {}", err(e)))?;
+        let ip = rig.ip(2);
+        let mut q = netbench::hypervisor(&rig, 0, NFS_NIC, &ip, "rhv", &[]).map_err(err)?;
+        rig.wait_ping(&ip, Duration::from_secs(20)).map_err(err)?;
+        let out = q.command(&format!("mount {} /var/xen", server.spec()), Duration::from_secs(60)).map_err(err)?;
+        if out.contains("error") {
+            return Err(format!("mount: {}", out.trim()));
+        }
+        Ok(NfsRig { q, server, rig, dir })
+    }
+
+    fn export(&self) -> std::path::PathBuf {
+        self.dir.path().join("xen")
+    }
+
+    /// `nfsbench OP...` on rhv: MiB/s, after checking the byte count.
+    fn rhv(&mut self, args: &str, bytes: u64) -> Result<f64, String> {
+        let out = self.q.command(&format!("nfsbench {args}"), NFS_WAIT).map_err(err)?;
+        let (_, n, _, rate) = nfsbench::rhv_nfsbench(&out).ok_or_else(|| format!("nfsbench {args}: {}", out.trim()))?;
+        if n != bytes {
+            return Err(format!("nfsbench {args} moved {n} bytes, not {bytes}"));
+        }
+        Ok(rate)
+    }
+
+    /// Times `nfs-cp src dst` in the rig's namespace and checks that
+    /// `check` (the local path of `dst`, new) then has `NFS_BYTES`: MiB/s.
+    fn libnfs(&self, src: &str, dst: &str, check: &std::path::Path) -> Result<f64, String> {
+        let script = netbench::timed(&format!("nfs-cp '{src}' '{dst}' > /dev/null"));
+        let out = ns_sh(self.rig.ns(), &script, NFS_WAIT).map_err(err)?;
+        let ns = netbench::elapsed_ns(&out).ok_or_else(|| format!("no timing: {}", out.trim()))?;
+        let len = std::fs::metadata(check).map_err(|e| format!("nfs-cp left no {}: {e}", check.display()))?.len();
+        if len != NFS_BYTES {
+            return Err(format!("nfs-cp made {len} bytes, not {NFS_BYTES}"));
+        }
+        Ok(netbench::mib_per_s(NFS_BYTES, ns))
+    }
+}
+
+/// Per-run figures of a comparison, or why there are none.
+type Figures = Result<Vec<f64>, String>;
+
+/// "; <what>: X MiB/s (rhv's NFS figure is P% of it)" or why it is missing.
+fn nfs_beside(what: &str, rhv: f64, other: &Figures) -> String {
+    match other {
+        Ok(v) if !v.is_empty() => {
+            let m = median(v);
+            format!(
+                "; {what}: {m:.2} MiB/s, {} (rhv's NFS rate is {:.0}% of it, {:.2}×)",
+                spread(v, "MiB/s", 2),
+                rhv / m * 100.0,
+                rhv / m
+            )
+        }
+        Ok(_) => format!("; {what}: n/a (no figures)"),
+        Err(e) => format!("; {what}: n/a ({e})"),
+    }
+}
+
+/// Runs `f` `runs` times, labelled for the progress output.
+fn repeat(runs: usize, label: &str, mut f: impl FnMut() -> Result<f64, String>) -> Result<Vec<f64>, String> {
+    (0..runs)
+        .map(|i| {
+            eprintln!("bench: {label} run {}/{runs}", i + 1);
+            f()
+        })
+        .collect()
+}
+
+fn nfs_read(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<(Vec<f64>, Figures, Figures), String> {
+        let mut n = NfsRig::up(&["f"])?;
+        let v = repeat(ctx.runs, "NFS read into rhv", || n.rhv("read /var/xen/f", NFS_BYTES))?;
+        let ip = n.rig.ip(2);
+        let tcp = repeat(ctx.runs, "TCP Linux → rhv (NFS row)", || {
+            start_sink(&mut n.q)?;
+            let ns = linux_send(&n.rig, &ip, 5001)?;
+            sink_bytes(&mut n.q, SINK_BYTES)?;
+            Ok(netbench::mib_per_s(SINK_BYTES, ns))
+        });
+        let url = n.server.url("f");
+        let mut i = 0;
+        let libnfs = repeat(ctx.runs, "libnfs read", || {
+            i += 1;
+            let copy = n.dir.path().join(format!("copy{i}"));
+            let r = n.libnfs(&url, &copy.display().to_string(), &copy);
+            let _ = std::fs::remove_file(&copy);
+            r
+        });
+        Ok((v, tcp, libnfs))
+    };
+    match run(ctx) {
+        Ok((v, tcp, libnfs)) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "`nfsbench read` of a 64 MiB random file on nfs-ganesha (NFSv3/TCP, in the rig's namespace on the bridge address) mounted at /var/xen, rhv on {NFS_NIC} (TCG), {}{}{}",
+                    spread(&v, "MiB/s", 2),
+                    nfs_beside("raw TCP Linux → rhv on the same boot (`head -c 64000000 /dev/zero | nc -N` into `netbench sink 5001`)", rate, &tcp),
+                    nfs_beside("libnfs `nfs-cp nfs://… /tmp/…` of the same file from the rig's namespace", rate, &libnfs),
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+fn nfs_write(ctx: &mut Ctx) -> Cell {
+    let run = |ctx: &mut Ctx| -> Result<(Vec<f64>, Figures), String> {
+        let mut n = NfsRig::up(&["../src"])?;
+        let w = n.export().join("w");
+        let v = repeat(ctx.runs, "NFS write from rhv", || {
+            let rate = n.rhv(&format!("write /var/xen/w {NFS_WRITE_MIB}"), NFS_WRITE_MIB << 20)?;
+            let len = std::fs::metadata(&w).map_err(|e| format!("{}: {e}", w.display()))?.len();
+            if len != NFS_WRITE_MIB << 20 {
+                return Err(format!("the server has {len} bytes in w, not {}", NFS_WRITE_MIB << 20));
+            }
+            Ok(rate)
+        })?;
+        // A new file per run: ganesha caches directory entries, so one
+        // removed behind its back would still exist for CREATE.
+        let src = n.dir.path().join("src").display().to_string();
+        let mut i = 0;
+        let libnfs = repeat(ctx.runs, "libnfs write", || {
+            i += 1;
+            let name = format!("w-libnfs{i}");
+            n.libnfs(&src, &n.server.url(&name), &n.export().join(&name))
+        });
+        Ok((v, libnfs))
+    };
+    match run(ctx) {
+        Ok((v, libnfs)) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "`nfsbench write /var/xen/w {NFS_WRITE_MIB}` (file created or truncated, UNSTABLE writes + COMMIT, size checked on the server) to nfs-ganesha (NFSv3/TCP, in the rig's namespace), rhv on {NFS_NIC} (TCG), {}{}",
+                    spread(&v, "MiB/s", 2),
+                    nfs_beside("libnfs `nfs-cp /tmp/… nfs://…` of 64 MiB from the rig's namespace", rate, &libnfs),
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
 type Measure = fn(&mut Ctx) -> Cell;
 
 /// The table, in order. Add a row here.
@@ -725,6 +912,8 @@ const ROWS: &[(&str, Measure)] = &[
     ("TCP Linux → hypervisor sink", tcp_linux_hv),
     ("TCP hypervisor → hypervisor", tcp_hv_hv),
     ("TCP echo Linux ↔ guest", echo_linux_guest),
+    ("NFS sequential read into the hypervisor", nfs_read),
+    ("NFS sequential write from the hypervisor", nfs_write),
 ];
 
 const USAGE: &str = "usage: bench [--runs N] [--only TEXT]\n  \
