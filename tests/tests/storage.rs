@@ -245,3 +245,59 @@ fn exports_are_mounted_from_the_command_line() -> Result<(), Error> {
     assert_eq!(out, "mounted at boot\n");
     Ok(())
 }
+
+#[test]
+fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "a_vanished_server_is_reported_while_guests_keep_running") else {
+        return Ok(());
+    };
+    let dir = TempDir::new("nfs-gone").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("a.txt"), "before\n").unwrap();
+    let state = dir.path().join("state");
+    let server = NfsServer::start(&rig, &export, &state)?;
+    let mut b = QemuBuilder::kernel(images::elf()?)
+        .append(format!("console=ttyS0 ip={}/24", rig.ip(2)))
+        .initrd(images::guest("heartbeat")?)
+        .prefix(rig.qemu_prefix());
+    for a in rig.nic_args(0, "e1000") {
+        b = b.arg(a);
+    }
+    let mut q = b.spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    q.command("create heartbeat extra=\"period_ms=100\"", CMD)?;
+    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+    server.stop();
+    drop(server);
+    // The call waits for the server, says so once, and Ctrl-C gives up.
+    q.send_line("cat /var/xen/a.txt")?;
+    q.expect(
+        format!("nfs: server {}:2049 not responding, still trying", rig.bridge_ip()).as_str(),
+        Duration::from_secs(60),
+    )?;
+    q.send(b"\x03")?;
+    let out = q.expect(systest::PROMPT, CMD)?;
+    assert!(out.contains("error: cat /var/xen/a.txt:") && out.contains("interrupted"), "{out}");
+    // The server returns: the same mount works again.
+    let _server = NfsServer::start(&rig, &export, &state)?;
+    let out = q.command("cat /var/xen/a.txt", Duration::from_secs(60))?;
+    assert!(out.ends_with("before\n"), "{out}");
+    // The guest ran throughout: consecutive beats, no gap beyond its period.
+    q.send_line("console heartbeat")?;
+    let text = q.expect(systest::Regex::new(r"seq=40 t=").unwrap(), Duration::from_secs(60))?;
+    q.send(b"\x1d")?;
+    let beat = systest::Regex::new(r"seq=(\d+) t=(\d+)\.(\d+)").unwrap();
+    let beats: Vec<(u64, f64)> = beat
+        .captures_iter(&text)
+        .map(|c| (c[1].parse().unwrap(), format!("{}.{}", &c[2], &c[3]).parse().unwrap()))
+        .collect();
+    assert!(beats.len() >= 30, "{text}");
+    for w in beats.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1, "a beat is missing: {w:?}");
+        assert!(w[1].1 - w[0].1 < 200.0, "heartbeat gap of {:.1} ms during the outage: {w:?}", w[1].1 - w[0].1);
+    }
+    Ok(())
+}
