@@ -114,13 +114,34 @@ impl KernelTransport {
         }
     }
 
-    fn wait_for(&mut self, xid: net::rpc::Xid) -> Result<Vec<u8>, TransportError> {
+    /// Waits until every call in `xids` has its reply (results in order);
+    /// on a deadline or Ctrl-C the unanswered ones get that error.
+    fn wait_for(&mut self, xids: &[net::rpc::Xid]) -> Vec<Result<Vec<u8>, TransportError>> {
+        let mut results: Vec<Option<Result<Vec<u8>, TransportError>>> = xids.iter().map(|_| None).collect();
+        let give_up =
+            |this: &mut Self, results: &mut Vec<Option<Result<Vec<u8>, TransportError>>>, e: TransportError| {
+                for (x, r) in xids.iter().zip(results.iter_mut()) {
+                    if r.is_none() {
+                        this.rpc.cancel(*x);
+                        *r = Some(Err(e.clone()));
+                    }
+                }
+            };
         let started = now_ms();
         let mut warned = false;
         let mut buf = alloc::vec![0u8; 16 * 1024];
         loop {
+            if results.iter().all(Option::is_some) {
+                return results.into_iter().map(|r| r.unwrap_or(Err(TransportError::Timeout))).collect();
+            }
             let now = now_ms();
-            let status = self.ensure_connected(now)?;
+            let status = match self.ensure_connected(now) {
+                Ok(s) => s,
+                Err(e) => {
+                    give_up(self, &mut results, e);
+                    continue;
+                }
+            };
             if status == Some(TcpStatus::Established) {
                 if let Some(h) = self.tcp {
                     if !self.out.is_empty() {
@@ -133,12 +154,13 @@ impl KernelTransport {
                             break;
                         }
                         for (x, r) in self.rpc.on_bytes(&buf[..n]) {
-                            if x == xid {
+                            if let Some(i) = xids.iter().position(|&w| w == x) {
                                 if warned || self.outage_logged {
                                     log::info!("nfs: server {} OK", fmt_ipv4(self.server));
+                                    warned = false;
                                 }
                                 self.outage_logged = false;
-                                return r.map_err(TransportError::Rpc);
+                                results[i] = Some(r.map_err(TransportError::Rpc));
                             }
                         }
                         if self.rpc.stream_error().is_some() {
@@ -158,12 +180,11 @@ impl KernelTransport {
             }
             network::pump();
             if self.deadline_ms.is_some_and(|d| now >= d) {
-                self.rpc.cancel(xid);
-                return Err(TransportError::Timeout);
+                give_up(self, &mut results, TransportError::Timeout);
+                continue;
             }
-            if crate::cmds::wait_interruptible() {
-                self.rpc.cancel(xid);
-                return Err(TransportError::Interrupted);
+            if results.iter().any(Option::is_none) && crate::cmds::wait_interruptible() {
+                give_up(self, &mut results, TransportError::Interrupted);
             }
         }
     }
@@ -173,7 +194,20 @@ impl RpcTransport for KernelTransport {
     fn call(&mut self, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Result<Vec<u8>, TransportError> {
         let (xid, bytes) = self.rpc.call(prog, vers, proc_, args, now_ms());
         self.out.extend_from_slice(&bytes);
-        self.wait_for(xid)
+        self.wait_for(&[xid]).pop().unwrap_or(Err(TransportError::Timeout))
+    }
+
+    fn call_batch(&mut self, calls: &[(u32, u32, u32, Vec<u8>)]) -> Vec<Result<Vec<u8>, TransportError>> {
+        let now = now_ms();
+        let xids: Vec<net::rpc::Xid> = calls
+            .iter()
+            .map(|(p, v, c, a)| {
+                let (xid, bytes) = self.rpc.call(*p, *v, *c, a, now);
+                self.out.extend_from_slice(&bytes);
+                xid
+            })
+            .collect();
+        self.wait_for(&xids)
     }
 
     fn wait_ms(&mut self, ms: u64) {

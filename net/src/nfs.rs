@@ -88,7 +88,15 @@ pub trait RpcTransport {
     fn call(&mut self, prog: u32, vers: u32, proc_: u32, args: &[u8]) -> Result<Vec<u8>, TransportError>;
     /// Sleeps `ms` (used between NFS3ERR_JUKEBOX retries).
     fn wait_ms(&mut self, ms: u64);
+    /// Several calls (program, version, procedure, arguments) in flight at
+    /// once; results in the same order. The default makes them one by one.
+    fn call_batch(&mut self, calls: &[(u32, u32, u32, Vec<u8>)]) -> Vec<Result<Vec<u8>, TransportError>> {
+        calls.iter().map(|(p, v, c, a)| self.call(*p, *v, *c, a)).collect()
+    }
 }
+
+/// READs kept in flight by [`Nfs::read_to`].
+pub const READ_WINDOW: usize = 8;
 
 /// A failed client operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -420,26 +428,59 @@ impl<T: RpcTransport> Nfs<T> {
 
     /// Reads `len` bytes from `offset` in chunks of the read size, handing
     /// each to `out`; stops early at end of file. Returns the bytes read.
+    /// Up to [`READ_WINDOW`] READs are in flight at once
+    /// ([`RpcTransport::call_batch`]); a JUKEBOX or a short read falls back
+    /// to single calls from that point.
     pub fn read_to(&mut self, fh: &NfsFh3, offset: u64, len: u64, out: &mut dyn FnMut(&[u8])) -> Result<u64, NfsError> {
         let mut done = 0u64;
         while done < len {
-            let want = u32::try_from(len - done).unwrap_or(u32::MAX).min(self.rsize);
-            let pos = offset
-                .checked_add(done)
-                .ok_or_else(|| NfsError::TooLarge(format!("READ {}: offset overflows", self.path_of(fh))))?;
-            let (data, eof) = self.read(fh, pos, want)?;
-            if !data.is_empty() {
-                out(&data);
-                done += data.len() as u64;
+            let mut chunks: Vec<(u64, u32)> = Vec::new();
+            let mut planned = done;
+            while planned < len && chunks.len() < READ_WINDOW {
+                let want = u32::try_from(len - planned).unwrap_or(u32::MAX).min(self.rsize);
+                let pos = offset
+                    .checked_add(planned)
+                    .ok_or_else(|| NfsError::TooLarge(format!("READ {}: offset overflows", self.path_of(fh))))?;
+                chunks.push((pos, want));
+                planned += u64::from(want);
             }
-            if eof {
-                break;
-            }
-            if data.is_empty() {
-                return Err(NfsError::Protocol(format!(
-                    "READ {} at {pos}: no data and no end of file",
-                    self.path_of(fh)
-                )));
+            let calls: Vec<(u32, u32, u32, Vec<u8>)> = chunks
+                .iter()
+                .map(|&(pos, want)| (nfs3::PROGRAM, nfs3::VERSION, proc_::READ, nfs3::encode_read_args(fh, pos, want)))
+                .collect();
+            let results = if calls.len() == 1 { Vec::new() } else { self.t.call_batch(&calls) };
+            for (i, &(pos, want)) in chunks.iter().enumerate() {
+                let pipelined = results.get(i).map(|r| {
+                    r.clone().map_err(NfsError::Transport).and_then(|body| {
+                        nfs3::decode_read_result(&body, want)
+                            .map(|r| r.result.map(|ok| (ok.data.to_vec(), ok.eof)))
+                            .map_err(|e| bad_reply("READ", &self.path_of(fh), e))
+                    })
+                });
+                let (data, eof) = match pipelined {
+                    Some(Ok(Ok(de))) => de,
+                    // JUKEBOX (retried inside), errors, or no batch: one call.
+                    Some(Ok(Err(NfsStat3::Jukebox))) | None => self.read(fh, pos, want)?,
+                    Some(Ok(Err(status))) => return Err(NfsError::Nfs { op: "READ", path: self.path_of(fh), status }),
+                    Some(Err(e)) => return Err(e),
+                };
+                if !data.is_empty() {
+                    out(&data);
+                    done += data.len() as u64;
+                }
+                if eof {
+                    return Ok(done);
+                }
+                if data.is_empty() {
+                    return Err(NfsError::Protocol(format!(
+                        "READ {} at {pos}: no data and no end of file",
+                        self.path_of(fh)
+                    )));
+                }
+                if data.len() < want as usize {
+                    // Short read: the later chunks no longer line up.
+                    break;
+                }
             }
         }
         Ok(done)
