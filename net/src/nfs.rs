@@ -97,6 +97,8 @@ pub trait RpcTransport {
 
 /// READs kept in flight by [`Nfs::read_to`].
 pub const READ_WINDOW: usize = 8;
+/// WRITEs kept in flight by [`Nfs::write`].
+pub const WRITE_WINDOW: usize = 8;
 
 /// A failed client operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -501,36 +503,72 @@ impl<T: RpcTransport> Nfs<T> {
         if data.is_empty() {
             return Ok(WriteOk { count: 0, committed: stable, verf });
         }
+        // Up to WRITE_WINDOW WRITEs in flight (WRITE at an offset is
+        // idempotent, so after a short write or an error the rest is simply
+        // sent again from that point, one call at a time if need be).
         while done < data.len() {
-            let end = data.len().min(done + self.wsize as usize);
-            let chunk = &data[done..end];
-            let pos = offset.checked_add(done as u64).ok_or_else(|| NfsError::TooLarge(self.path_of(fh)))?;
-            let args = nfs3::encode_write_args(fh, pos, stable, chunk);
-            let ok = self.call(proc_::WRITE, &args, "WRITE", fh, |b| nfs3::decode_write_result(b).map(|r| r.result))?;
-            if ok.count as usize > chunk.len() || (ok.count == 0 && !chunk.is_empty()) {
-                return Err(NfsError::Protocol(format!(
-                    "WRITE {}: server wrote {} of {} bytes",
-                    self.path_of(fh),
-                    ok.count,
-                    chunk.len()
-                )));
+            let mut chunks: Vec<(usize, usize)> = Vec::new();
+            let mut planned = done;
+            while planned < data.len() && chunks.len() < WRITE_WINDOW {
+                let end = data.len().min(planned + self.wsize as usize);
+                chunks.push((planned, end));
+                planned = end;
             }
-            if ok.committed < stable {
-                return Err(NfsError::Protocol(format!(
-                    "WRITE {}: asked for {stable:?}, server committed {:?}",
-                    self.path_of(fh),
-                    ok.committed
-                )));
+            let mut calls = Vec::with_capacity(chunks.len());
+            for &(from, to) in &chunks {
+                let pos = offset.checked_add(from as u64).ok_or_else(|| NfsError::TooLarge(self.path_of(fh)))?;
+                calls.push((
+                    nfs3::PROGRAM,
+                    nfs3::VERSION,
+                    proc_::WRITE,
+                    nfs3::encode_write_args(fh, pos, stable, &data[from..to]),
+                ));
             }
-            committed = committed.min(ok.committed);
-            verf = ok.verf;
-            if ok.committed == StableHow::Unstable {
-                match self.unstable.insert(fh.clone(), ok.verf) {
-                    Some(old) if old != ok.verf => changed = true,
-                    _ => {}
+            let results = if calls.len() == 1 { Vec::new() } else { self.t.call_batch(&calls) };
+            for (i, &(from, to)) in chunks.iter().enumerate() {
+                let chunk = &data[from..to];
+                let pipelined = results.get(i).and_then(|r| r.as_ref().ok()).and_then(|body| {
+                    match nfs3::decode_write_result(body).map(|r| r.result) {
+                        Ok(Ok(ok)) => Some(ok),
+                        _ => None, // errors and JUKEBOX: redone as one call below
+                    }
+                });
+                let ok = match pipelined {
+                    Some(ok) => ok,
+                    None => {
+                        let args = &calls[i].3;
+                        self.call(proc_::WRITE, args, "WRITE", fh, |b| nfs3::decode_write_result(b).map(|r| r.result))?
+                    }
+                };
+                if ok.count as usize > chunk.len() || (ok.count == 0 && !chunk.is_empty()) {
+                    return Err(NfsError::Protocol(format!(
+                        "WRITE {}: server wrote {} of {} bytes",
+                        self.path_of(fh),
+                        ok.count,
+                        chunk.len()
+                    )));
+                }
+                if ok.committed < stable {
+                    return Err(NfsError::Protocol(format!(
+                        "WRITE {}: asked for {stable:?}, server committed {:?}",
+                        self.path_of(fh),
+                        ok.committed
+                    )));
+                }
+                committed = committed.min(ok.committed);
+                verf = ok.verf;
+                if ok.committed == StableHow::Unstable {
+                    match self.unstable.insert(fh.clone(), ok.verf) {
+                        Some(old) if old != ok.verf => changed = true,
+                        _ => {}
+                    }
+                }
+                done = from + ok.count as usize;
+                if (ok.count as usize) < chunk.len() {
+                    // Short write: continue from where it stopped.
+                    break;
                 }
             }
-            done += ok.count as usize;
         }
         if changed {
             return Err(NfsError::Protocol(VERIFIER_CHANGED.into()));
