@@ -149,6 +149,22 @@ pub fn help_line_re(name: &str) -> String {
     format!(r"(?m)^[ \t]*{name}\b[ \t]+\S")
 }
 
+/// Checks heartbeat output (`heartbeat NAME seq=N t=MS.mmm ...` lines): at
+/// least `min_beats` beats, consecutive sequence numbers, and no gap between
+/// beats of `max_gap_ms` or more. Panics with the offending pair.
+pub fn assert_heartbeat_steady(text: &str, min_beats: usize, max_gap_ms: f64) {
+    let beat = re(r"seq=(\d+) t=(\d+)\.(\d+)");
+    let beats: Vec<(u64, f64)> = beat
+        .captures_iter(text)
+        .map(|c| (c[1].parse().unwrap_or(0), format!("{}.{}", &c[2], &c[3]).parse().unwrap_or(0.0)))
+        .collect();
+    assert!(beats.len() >= min_beats, "only {} beats:\n{text}", beats.len());
+    for w in beats.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1, "a beat is missing: {w:?}");
+        assert!(w[1].1 - w[0].1 < max_gap_ms, "heartbeat gap of {:.1} ms: {w:?}", w[1].1 - w[0].1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
