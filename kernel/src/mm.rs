@@ -376,7 +376,8 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
 
     // Shared upper-half slots get their PDPT now, so their PML4 entries never
     // change (guest address spaces can copy them).
-    let direct_end = direct_map_end(info);
+    let chunks = direct_chunks(info);
+    let direct_end = chunks.last().map_or(4 << 30, |r| r.end);
     let direct_slots = direct_end.div_ceil(512 << 30).max(1) as usize;
     for slot in (256..256 + direct_slots).chain([384, 416, 448, 511]) {
         m.ensure_pdpt(slot, &mut take).map_err(|_| "out of memory for page tables")?;
@@ -409,7 +410,6 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     }
 
     // Direct map with 2 MiB pages.
-    let chunks = direct_chunks(info, direct_end);
     for r in &chunks {
         let mut pa = r.start;
         while pa < r.end {
@@ -464,11 +464,6 @@ pub fn init(info: &BootInfo) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// End of the physical range the direct map must cover.
-fn direct_map_end(info: &BootInfo) -> u64 {
-    direct_chunks_iter(info).map(|r| r.end).max().unwrap_or(4 << 30)
-}
-
 fn direct_chunks_iter(info: &BootInfo) -> impl Iterator<Item = Range> + '_ {
     const TWO_M: u64 = 2 << 20;
     // RAM, ACPI tables/NVS, and firmware-reserved areas outside the 32-bit
@@ -488,7 +483,7 @@ fn direct_chunks_iter(info: &BootInfo) -> impl Iterator<Item = Range> + '_ {
 }
 
 /// Sorted, merged 2 MiB-aligned ranges to direct-map.
-fn direct_chunks(info: &BootInfo, _end: u64) -> Vec<Range> {
+fn direct_chunks(info: &BootInfo) -> Vec<Range> {
     let mut v: Vec<Range> = direct_chunks_iter(info).collect();
     v.sort_by_key(|r| r.start);
     let mut out: Vec<Range> = Vec::new();

@@ -313,6 +313,13 @@ fn normalize(path: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// The mount point holding the normalized `path` (the longest match).
+fn owner<'a>(ms: &'a mut [Mount], path: &str) -> Option<&'a mut Mount> {
+    ms.iter_mut()
+        .filter(|m| path == m.at || path.starts_with(&alloc::format!("{}/", m.at.trim_end_matches('/'))))
+        .max_by_key(|m| m.at.len())
+}
+
 /// Runs `f` with the mount holding `path` and the path inside the export.
 pub fn with_path<R>(
     path: &str,
@@ -320,11 +327,8 @@ pub fn with_path<R>(
 ) -> Result<R, String> {
     let path = normalize(path)?;
     let mut ms = MOUNTS.lock();
-    let m = ms
-        .iter_mut()
-        .filter(|m| path == m.at || path.starts_with(&alloc::format!("{}/", m.at.trim_end_matches('/'))))
-        .max_by_key(|m| m.at.len())
-        .ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
+    let m =
+        owner(&mut ms, &path).ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
     let rel = path[m.at.len()..].trim_start_matches('/').to_string();
     f(&mut m.nfs, &rel).map_err(|e| alloc::format!("{path}: {e}"))
 }
@@ -395,14 +399,10 @@ pub fn sha256(path: &str) -> Result<([u8; 32], u64), String> {
 pub fn copy(src: &str, dst: &str) -> Result<u64, String> {
     let (src_n, dst_n) = (normalize(src)?, normalize(dst)?);
     let same_mount = {
-        let ms = MOUNTS.lock();
-        let owner = |p: &str| {
-            ms.iter()
-                .filter(|m| p == m.at || p.starts_with(&alloc::format!("{}/", m.at.trim_end_matches('/'))))
-                .max_by_key(|m| m.at.len())
-                .map(|m| m.at.clone())
-        };
-        match (owner(&src_n), owner(&dst_n)) {
+        let mut ms = MOUNTS.lock();
+        let src_at = owner(&mut ms, &src_n).map(|m| m.at.clone());
+        let dst_at = owner(&mut ms, &dst_n).map(|m| m.at.clone());
+        match (src_at, dst_at) {
             (Some(a), Some(b)) if a == b => Some(a),
             (Some(_), Some(_)) => return Err(String::from("copying between two mounts is not supported yet")),
             _ => None,
