@@ -162,15 +162,20 @@ impl Peer {
         }
     }
 
-    /// Kills every process inside the namespace (all started by us).
+    /// Kills every process inside the namespace (all started by us),
+    /// listing again until none is left (a process may be entering).
     fn kill_inside(&self) {
-        let Ok(out) = Command::new("ip").args(["netns", "pids", &self.ns]).stdin(Stdio::null()).output() else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pids: Vec<&str> = text.split_whitespace().filter(|p| p.chars().all(|c| c.is_ascii_digit())).collect();
-        if !pids.is_empty() {
+        for _ in 0..50 {
+            let Ok(out) = Command::new("ip").args(["netns", "pids", &self.ns]).stdin(Stdio::null()).output() else {
+                return;
+            };
+            let text = String::from_utf8_lossy(&out.stdout);
+            let pids: Vec<&str> = text.split_whitespace().filter(|p| p.chars().all(|c| c.is_ascii_digit())).collect();
+            if pids.is_empty() {
+                return;
+            }
             let _ = Command::new("kill").arg("-KILL").args(&pids).stderr(Stdio::null()).status();
+            std::thread::sleep(Duration::from_millis(10)); // letting the kernel reap, nothing to wait on
         }
     }
 }
@@ -338,7 +343,8 @@ mod tests {
                 .unwrap();
         assert!(elapsed_ns(&out).is_some(), "{out}");
         assert_eq!(sink.finish(Duration::from_secs(10)).unwrap().trim(), "100000");
-        let mut sleeper = peer.exec(&["sleep", "600"]).spawn().unwrap();
+        let mut sleeper = peer.exec(&["sleep", "60"]).spawn().unwrap();
+        crate::rig::wait_pid_inside(&ns, sleeper.id(), Duration::from_secs(10)).unwrap();
         drop(peer);
         assert!(!crate::rig::ns_exists(&ns), "{ns} still exists");
         assert!(!sleeper.wait().unwrap().success(), "the process inside was killed");

@@ -229,6 +229,29 @@ pub fn ns_exists(ns: &str) -> bool {
     Path::new("/run/netns").join(ns).exists()
 }
 
+/// Waits up to `limit` until process `pid` runs inside namespace `ns`
+/// (`ip netns exec` enters it only after `spawn` has returned; a teardown
+/// racing that entry would miss the process).
+pub fn wait_pid_inside(ns: &str, pid: u32, limit: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + crate::scaled(limit);
+    let want = pid.to_string();
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "pids", ns])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| Error::Setup(format!("cannot run ip netns pids {ns}: {e}")))?;
+        if String::from_utf8_lossy(&out.stdout).split_whitespace().any(|p| p == want) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Setup(format!("process {pid} did not enter {ns} within {limit:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(10)); // polling the process table, nothing to wait on
+    }
+}
+
 /// Root and the tools, checked before the script runs (for a clear
 /// message).
 fn preflight() -> Result<(), Error> {
@@ -447,7 +470,8 @@ mod tests {
             "-netdev tap,id=n1,ifname=tap1,script=no,downscript=no -device e1000,netdev=n1,mac=52:54:00:77:00:02"
         );
         // A process left running inside is killed by the teardown.
-        let mut sleeper = rig.exec(&["sleep", "600"]).spawn().unwrap();
+        let mut sleeper = rig.exec(&["sleep", "60"]).spawn().unwrap();
+        wait_pid_inside(&ns, sleeper.id(), Duration::from_secs(10)).unwrap();
         rig.down().unwrap();
         assert!(!ns_exists(&ns), "{ns} still exists");
         let status = sleeper.wait().unwrap();
