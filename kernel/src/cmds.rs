@@ -44,6 +44,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         summary: "show or set scheduling weights",
     },
     CommandInfo {
+        name: "block-list",
+        usage: "block-list <dom>",
+        summary: "a domain's disks: image, size, I/O counters",
+    },
+    CommandInfo {
         name: "network-list",
         usage: "network-list <dom>",
         summary: "a domain's virtual interface and its counters",
@@ -132,6 +137,7 @@ pub fn run(line: &str) {
         "ifconfig" => ifconfig(),
         "ping" => ping(&args),
         "network-list" => network_list(&args),
+        "block-list" => block_list(&args),
         "netbench" => netbench(&args),
         "mount" => mount(&args),
         "umount" => umount(&args),
@@ -422,8 +428,8 @@ fn resolve(arg: Option<&&str>) -> Option<hypervisor::domain::DomId> {
 const MAX_IMAGE: u64 = 64 << 20;
 
 /// Reads an xl.cfg from a share and the kernel it names; returns the create
-/// arguments and the kernel image.
-fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>), String> {
+/// arguments, the kernel image and the opened disks.
+fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>, Vec<crate::blk::OpenDisk>), String> {
     let text = crate::storage::read_file(path, 256 * 1024)?;
     let text = core::str::from_utf8(&text).map_err(|_| alloc::format!("{path}: not UTF-8 text"))?;
     let file = path.rsplit('/').next().unwrap_or(path);
@@ -431,8 +437,8 @@ fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>), 
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    if !cfg.disks.is_empty() {
-        log::warn!("{file}: disk: paravirtual disks are not implemented yet; ignored");
+    if cfg.disks.len() > crate::blk::MAX_DISKS {
+        return Err(alloc::format!("{file}: disk: at most {} disks per domain", crate::blk::MAX_DISKS));
     }
     let vif = cfg.vifs.first().map(|v| v.mac.as_ref().map(|m| alloc::format!("mac={m}")).unwrap_or_default());
     let kernel =
@@ -446,7 +452,12 @@ fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>), 
         weight: cfg.weight,
         vif,
     };
-    Ok((args, kernel))
+    let mut disks = Vec::new();
+    for d in &cfg.disks {
+        let writable = d.access == hypervisor::xlcfg::Access::ReadWrite;
+        disks.push(crate::blk::open(&d.target, &d.vdev, writable).map_err(|e| alloc::format!("{file}: disk: {e}"))?);
+    }
+    Ok((args, kernel, disks))
 }
 
 fn create(args: &[&str]) {
@@ -463,6 +474,7 @@ fn create(args: &[&str]) {
     // An image on a mounted export: an xl.cfg file or a guest ELF.
     let mut a = a;
     let loaded: Vec<u8>;
+    let mut disks: Vec<crate::blk::OpenDisk> = Vec::new();
     let (stem, bytes): (String, &[u8]) = if a.image.starts_with('/') && find_module(&a.image).is_none() {
         if a.image.ends_with(".cfg") {
             if args.len() > 1 {
@@ -470,9 +482,10 @@ fn create(args: &[&str]) {
                 return;
             }
             match config_args(&a.image) {
-                Ok((args_from_cfg, kernel)) => {
+                Ok((args_from_cfg, kernel, opened)) => {
                     a = args_from_cfg;
                     loaded = kernel;
+                    disks = opened;
                 }
                 Err(e) => {
                     println!("error: create {e}");
@@ -505,7 +518,14 @@ fn create(args: &[&str]) {
         }
     };
     let t0 = time::now_ns();
-    match crate::domains::create(&a, &stem, bytes) {
+    let mut disks = Some(disks);
+    let mut attach_disks = |id| {
+        if let Some(d) = disks.take() {
+            crate::blk::attach(id, d);
+        }
+        Ok(())
+    };
+    match crate::domains::create_with(&a, &stem, bytes, &mut attach_disks) {
         Ok(id) => {
             let us = (time::now_ns() - t0) / 1000;
             let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
@@ -747,6 +767,35 @@ fn lspci() {
 fn ifconfig() {
     for l in crate::network::ifconfig() {
         println!("{l}");
+    }
+}
+
+fn block_list(args: &[&str]) {
+    let Some(id) = resolve(args.first()) else { return };
+    let disks = crate::blk::list(id);
+    if disks.is_empty() {
+        println!("domain {id} has no disks");
+        return;
+    }
+    println!(
+        "{:<4} {:<6} {:<3} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7}  Image",
+        "Idx", "Vdev", "RW", "Size(MiB)", "Reads", "Writes", "Flushes", "Dirty(KiB)", "Errors"
+    );
+    for (i, d) in disks.iter().enumerate() {
+        println!(
+            "{:<4} {:<6} {:<3} {:>9} {:>9} {:>9} {:>8} {:>9} {:>7}  nfs://{}{}",
+            i,
+            d.vdev,
+            if d.writable { "w" } else { "r" },
+            d.size >> 20,
+            d.reads,
+            d.writes,
+            d.flushes,
+            d.dirty_bytes >> 10,
+            d.errors,
+            net::stack::fmt_ipv4(d.server),
+            d.target
+        );
     }
 }
 

@@ -222,8 +222,15 @@ fn as_bytes<T: Copy>(v: &T) -> &[u8] {
     unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
 }
 
-/// Creates and starts a domain from an ELF image. Returns its ID.
-pub fn create(args: &CreateArgs, image_name: &str, file: &[u8]) -> Result<DomId, String> {
+/// Creates and starts a domain from an ELF image, running `before_start(id)` once the
+/// domain exists but before its first vCPU can run (attaching disks); an
+/// error destroys it.
+pub fn create_with(
+    args: &CreateArgs,
+    image_name: &str,
+    file: &[u8],
+    before_start: &mut dyn FnMut(DomId) -> Result<(), String>,
+) -> Result<DomId, String> {
     let mem_bytes = args.memory_mib.checked_mul(1 << 20).ok_or("memory size overflows")?;
     let img = elf::parse(file, mem_bytes).map_err(|e| alloc::format!("{image_name}: {e}"))?;
     let name = args.name.clone().unwrap_or_else(|| hypervisor::domain::default_name(image_name));
@@ -319,6 +326,10 @@ pub fn create(args: &CreateArgs, image_name: &str, file: &[u8]) -> Result<DomId,
     if failed {
         destroy(id);
         return Err("out of memory for vCPU stacks".into());
+    }
+    if let Err(e) = before_start(id) {
+        destroy(id);
+        return Err(e);
     }
     with_table(|t| {
         if let Some(d) = t.get(id) {
@@ -439,6 +450,7 @@ pub fn destroy(id: DomId) -> bool {
     let d = with_table(|t| t.remove(id));
     let Some(mut d) = d else { return false };
     crate::network::vif_remove(id);
+    crate::blk::detach(id);
     for v in &d.vcpus {
         vcpu::set_state(v.thread, SchedState::Paused);
         vcpu::destroy_thread(v.thread);

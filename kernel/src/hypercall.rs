@@ -53,6 +53,9 @@ pub fn dispatch(f: &mut TrapFrame) {
         nr::NET_INFO => net_info(dom, a1, a2),
         nr::NET_WRITE => net_write(dom, a1, a2),
         nr::NET_READ => net_read(dom, a1, a2),
+        nr::BLOCK_INFO => crate::blk::hc_info(dom, a1, a2, a3),
+        nr::BLOCK_READ | nr::BLOCK_WRITE => crate::blk::hc_io(dom, f.rax, a1, a2, a3, a4),
+        nr::BLOCK_FLUSH => crate::blk::hc_io(dom, f.rax, a1, 0, 0, 0),
         _ => Err(Error::NoSys),
     };
     f.rax = match r {

@@ -8,6 +8,7 @@
 extern crate alloc;
 
 pub mod acpi;
+pub mod blkcache;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod conring;

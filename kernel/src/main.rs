@@ -22,6 +22,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod blk;
+#[cfg(target_os = "none")]
 mod cmds;
 #[cfg(target_os = "none")]
 mod domains;
@@ -187,6 +189,7 @@ mod kernel {
 
         crate::vcpu::init();
         crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref());
+        crate::blk::start();
         cpu::sti();
         crate::storage::mount_boot_options(&b.opts.nfs);
         if b.opts.selftest {

@@ -8,9 +8,10 @@
 //! events for domains are posted after `NET` is released.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypervisor::domain::DomId;
 use net::bridge::{Bridge, PortId, PortKind, Verdict};
@@ -21,6 +22,7 @@ use crate::arch::sync::IrqMutex;
 use crate::drivers::nic::Nic;
 use crate::drivers::pci::{self, PciDevice};
 use crate::time;
+use crate::vcpu::{self, ThreadId};
 
 /// First interrupt vector for NICs (one per NIC).
 pub const NIC_VECTOR_BASE: u8 = 0x30;
@@ -54,6 +56,10 @@ struct Net {
 }
 
 static NET: IrqMutex<Option<Net>> = IrqMutex::new(None);
+/// Bumped whenever the host stack took frames in (see [`wait_activity`]).
+static ACTIVITY: AtomicU64 = AtomicU64::new(0);
+/// Service threads sleeping in [`wait_activity`].
+static WAITERS: IrqMutex<BTreeSet<ThreadId>> = IrqMutex::new(BTreeSet::new());
 static PCI: IrqMutex<Vec<PciDevice>> = IrqMutex::new(Vec::new());
 
 fn now_ms() -> u64 {
@@ -116,6 +122,7 @@ pub fn init(ip: Option<&str>, gw: Option<&str>) {
 /// the host stack's output, and everything the bridge forwards.
 pub fn pump() {
     let mut wake: Vec<DomId> = Vec::new();
+    let mut host_rx = false;
     {
         let mut g = NET.lock();
         let Some(n) = g.as_mut() else { return };
@@ -136,15 +143,47 @@ pub fn pump() {
                 break;
             }
             for (port, f) in frames {
-                deliver(n, port, &f, now, &mut wake);
+                host_rx |= deliver(n, port, &f, now, &mut wake);
             }
         }
     }
     notify(wake);
+    if host_rx {
+        ACTIVITY.fetch_add(1, Ordering::Relaxed);
+        let waiters: Vec<ThreadId> = WAITERS.lock().iter().copied().collect();
+        for t in waiters {
+            vcpu::wake(t);
+        }
+    }
 }
 
-fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<DomId>) {
-    let Verdict::Forward(ports) = n.bridge.forward(in_port, frame, now) else { return };
+/// The host stack's receive counter, for [`wait_activity`].
+pub fn activity() -> u64 {
+    ACTIVITY.load(Ordering::Relaxed)
+}
+
+/// For service threads (not the shell): sleeps until the host stack
+/// receives something after [`activity`] returned `seen`, or `timeout_ns`
+/// passes. Lost wake-ups are impossible: the check and the block happen
+/// with interrupts off.
+pub fn wait_activity(seen: u64, timeout_ns: u64) {
+    let were = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::cli();
+    if ACTIVITY.load(Ordering::Relaxed) == seen {
+        let me = vcpu::current();
+        WAITERS.lock().insert(me);
+        vcpu::block_current(Some(time::now_ns() + timeout_ns));
+        WAITERS.lock().remove(&me);
+    }
+    if were {
+        crate::arch::cpu::sti();
+    }
+}
+
+/// Switches one frame; true if the host stack took it.
+fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<DomId>) -> bool {
+    let Verdict::Forward(ports) = n.bridge.forward(in_port, frame, now) else { return false };
+    let mut host = false;
     for p in ports {
         if let Some(u) = n.uplinks.iter_mut().find(|u| u.port == p) {
             if u.nic.transmit(frame) {
@@ -153,6 +192,7 @@ fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<
         } else if let Some((hp, stack)) = n.host.as_mut().filter(|(hp, _)| *hp == p) {
             stack.ingress(frame);
             n.bridge.note_tx(*hp, frame.len());
+            host = true;
         } else if let Some((dom, v)) = n.vifs.iter_mut().find(|(_, v)| v.port == p) {
             if v.rxq.len() >= VIF_QUEUE {
                 v.rx_dropped += 1;
@@ -167,6 +207,7 @@ fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<
             }
         }
     }
+    host
 }
 
 fn notify(wake: Vec<DomId>) {

@@ -134,6 +134,7 @@ impl KernelTransport {
             if results.iter().all(Option::is_some) {
                 return results.into_iter().map(|r| r.unwrap_or(Err(TransportError::Timeout))).collect();
             }
+            let seen = network::activity();
             let now = now_ms();
             let status = match self.ensure_connected(now) {
                 Ok(s) => s,
@@ -183,11 +184,22 @@ impl KernelTransport {
                 give_up(self, &mut results, TransportError::Timeout);
                 continue;
             }
-            if results.iter().any(Option::is_none) && crate::cmds::wait_interruptible() {
+            if results.iter().any(Option::is_none) && wait_a_little(seen) {
                 give_up(self, &mut results, TransportError::Interrupted);
             }
         }
     }
+}
+
+/// Waits for network progress: the shell idles (running guests) and
+/// notices Ctrl-C (true); a service thread sleeps until the host stack
+/// receives something or 10 ms pass (never interrupted).
+fn wait_a_little(seen: u64) -> bool {
+    if crate::vcpu::current() == crate::vcpu::SHELL {
+        return crate::cmds::wait_interruptible();
+    }
+    network::wait_activity(seen, 10_000_000);
+    false
 }
 
 impl RpcTransport for KernelTransport {
@@ -213,7 +225,9 @@ impl RpcTransport for KernelTransport {
     fn wait_ms(&mut self, ms: u64) {
         let until = now_ms() + ms;
         while now_ms() < until {
-            if crate::cmds::wait_interruptible() {
+            if crate::vcpu::current() != crate::vcpu::SHELL {
+                crate::vcpu::block_current(Some(until * 1_000_000));
+            } else if crate::cmds::wait_interruptible() {
                 return;
             }
         }
@@ -232,6 +246,7 @@ pub struct Mount {
     pub export: String,
     pub at: String,
     mount_port: u16,
+    nfs_port: u16,
     nfs: Nfs<KernelTransport>,
 }
 
@@ -271,12 +286,13 @@ pub fn mount(spec: &str, at: &str, mount_port: u16, nfs_port: u16, deadline_ms: 
     let mut mt = KernelTransport::new(server, mport);
     mt.deadline_ms = deadline_ms;
     let mounted = net::nfs::mount(&mut mt, &export).map_err(|e| e.to_string())?;
-    let mut nt = KernelTransport::new(server, if nfs_port != 0 { nfs_port } else { NFS_PORT });
+    let nfs_port = if nfs_port != 0 { nfs_port } else { NFS_PORT };
+    let mut nt = KernelTransport::new(server, nfs_port);
     nt.deadline_ms = deadline_ms;
     let mut nfs = Nfs::new(nt, mounted.root).map_err(|e| e.to_string())?;
     nfs.transport().deadline_ms = None;
     log::info!("nfs: mounted {}:{export} on {at}", fmt_ipv4(server));
-    MOUNTS.lock().push(Mount { server, export, at, mount_port: mport, nfs });
+    MOUNTS.lock().push(Mount { server, export, at, mount_port: mport, nfs_port, nfs });
     Ok(())
 }
 
@@ -331,6 +347,34 @@ pub fn with_path<R>(
         owner(&mut ms, &path).ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
     let rel = path[m.at.len()..].trim_start_matches('/').to_string();
     f(&mut m.nfs, &rel).map_err(|e| alloc::format!("{path}: {e}"))
+}
+
+/// A file on a mounted export with a connection of its own (for a disk
+/// image served by the block thread, which must not share the shell's).
+pub struct OpenFile {
+    pub nfs: Nfs<KernelTransport>,
+    pub fh: net::nfs3::NfsFh3,
+    pub size: u64,
+    /// The server's address, for `block-list`.
+    pub server: [u8; 4],
+}
+
+/// Opens the regular file `path` over a new connection to its server.
+pub fn open_file(path: &str) -> Result<OpenFile, String> {
+    let (server, nfs_port, root, rel) = {
+        let path = normalize(path)?;
+        let mut ms = MOUNTS.lock();
+        let m = owner(&mut ms, &path)
+            .ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
+        let rel = path[m.at.len()..].trim_start_matches('/').to_string();
+        (m.server, m.nfs_port, m.nfs.root().clone(), rel)
+    };
+    let mut nfs = Nfs::new(KernelTransport::new(server, nfs_port), root).map_err(|e| alloc::format!("{path}: {e}"))?;
+    let (fh, attr) = nfs.lookup(&rel).map_err(|e| alloc::format!("{path}: {e}"))?;
+    if attr.ftype != net::nfs3::FType3::Reg {
+        return Err(alloc::format!("{path}: not a regular file"));
+    }
+    Ok(OpenFile { nfs, fh, size: attr.size, server })
 }
 
 /// Reads a whole file (at most `max` bytes).

@@ -152,6 +152,47 @@ extern "C" fn vcpu_bootstrap(frame: u64) -> ! {
     unsafe { rhv_enter_user(frame as *mut TrapFrame) }
 }
 
+/// Kernel stack size of a hypervisor service thread (NFS-deep call chains), in pages.
+const KTHREAD_STACK_PAGES: u64 = 16;
+
+/// Starts a hypervisor service thread (not a vCPU): it runs `entry(arg)` in
+/// ring 0 on its own guarded stack with the kernel's page tables, is
+/// scheduled like a vCPU with `weight`, and must never return. It starts
+/// runnable, with interrupts disabled (the entry enables them).
+pub fn spawn_kernel(entry: extern "C" fn(u64) -> !, arg: u64, weight: u16) -> Option<ThreadId> {
+    let top = mm::alloc_stack(KTHREAD_STACK_PAGES)?;
+    // What rhv_switch pops on the first switch (r15, r14, r13 = arg,
+    // r12 = entry, rbx, rbp, rflags) and its return address.
+    let regs: [u64; 8] = [0, 0, arg, entry as *const () as u64, 0, 0, 0x2, rhv_thread_start as *const () as u64];
+    // The entry is called with RSP = top - 16 (16-byte aligned, SysV ABI).
+    let rsp = top - 16 - 8 * regs.len() as u64;
+    // SAFETY: [rsp, top) lies in the freshly mapped stack owned by this new
+    // thread, which nothing else references yet.
+    unsafe {
+        for (i, v) in regs.iter().enumerate() {
+            ((rsp + 8 * i as u64) as *mut u64).write(*v);
+        }
+    }
+    let t = Box::new(Thread {
+        saved_rsp: rsp,
+        kstack_top: top,
+        kstack_pages: KTHREAD_STACK_PAGES,
+        cr3: cpu::read_cr3(),
+        fpu: None,
+        fs: 0,
+        gs: 0,
+        owner: None,
+    });
+    with(|s| {
+        let id = s.next_id;
+        s.next_id += 1;
+        s.threads.insert(id, t);
+        s.sched.add(id, weight);
+        s.sched.set_state(id, SchedState::Runnable);
+        id
+    })
+}
+
 /// Frees a thread that is not running (its stack and FPU area).
 pub fn destroy_thread(id: ThreadId) {
     let t = with(|s| {
@@ -243,6 +284,11 @@ pub fn stop_current() -> ! {
     loop {
         schedule();
     }
+}
+
+/// Asks for the shell to run soon (something it waits for happened).
+pub fn want_shell() {
+    SHELL_WANTED.store(true, Ordering::Relaxed);
 }
 
 fn shell_wanted() -> bool {

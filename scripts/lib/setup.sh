@@ -125,7 +125,7 @@ RHV_IMAGE_TOOL="$RHV_TARGET_DIR/debug/rhv-image"
 RHV_DEFAULT_CMDLINE="console=ttyS0 loglevel=info"
 # Example guests (guest-abi/examples), shipped as boot modules.
 RHV_GUEST_DIR="$RHV_IMAGE_DIR/guests"
-RHV_GUESTS=(heartbeat spin memdirty hostile fpu smp echo-server)
+RHV_GUESTS=(heartbeat spin memdirty hostile fpu smp echo-server blklog)
 export RHV_GUEST_DIR
 export RHV_IMAGE_DIR
 

@@ -292,3 +292,103 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
     systest::contract::assert_heartbeat_steady(&text, 30, 200.0);
     Ok(())
 }
+
+/// Attaches to `dom`'s console, waits for `what` (the backlog is replayed),
+/// and detaches.
+fn console_expect(q: &mut Qemu, dom: &str, what: &str, limit: Duration) -> Result<String, Error> {
+    q.send_line(&format!("console {dom}"))?;
+    let got = q.expect(what, limit)?;
+    q.send(b"\x1d")?;
+    q.expect(systest::PROMPT, CMD)?;
+    Ok(got)
+}
+
+#[test]
+fn guest_disks_live_on_the_share() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "guest_disks_live_on_the_share") else { return Ok(()) };
+    let dir = TempDir::new("nfs-disks").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(export.join("images")).unwrap();
+    std::fs::copy(images::guest("blklog")?, export.join("images/blklog.elf")).unwrap();
+    std::fs::write(export.join("log.img"), vec![0u8; 1 << 20]).unwrap();
+    let cfg = |name: &str, extra: &str, disk: &str| {
+        format!(
+            "name = \"{name}\"\nmemory = 16\nkernel = \"/var/xen/images/blklog.elf\"\nextra = \"{extra}\"\n\
+             disk = [ '{disk}' ]\n"
+        )
+    };
+    std::fs::write(export.join("log-a.cfg"), cfg("logger", "append=3 msg=first", "file:/var/xen/log.img,xvda,w"))
+        .unwrap();
+    std::fs::write(export.join("log-b.cfg"), cfg("logger", "append=3 msg=second", "file:/var/xen/log.img,xvda,w"))
+        .unwrap();
+    std::fs::write(export.join("sum.cfg"), cfg("summer", "mode=sha256 stay=0", "file:/var/xen/images/data.img,xvda,r"))
+        .unwrap();
+    let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    let mut q = hypervisor(&rig)?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+
+    // An append-only log on a disk image on the share.
+    let out = q.command("create /var/xen/log-a.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 1 (logger)"), "{out}");
+    let got = console_expect(&mut q, "logger", "blklog: appended 3, flushed, now 3 entries", Duration::from_secs(60))?;
+    assert!(got.contains("blklog: empty disk, formatting"), "{got}");
+    let out = q.command("block-list logger", CMD)?;
+    let row = out.lines().find(|l| l.starts_with("0 ")).unwrap_or_else(|| panic!("{out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[1], cols[2], cols[3]), ("xvda", "w", "1"), "{out}");
+    assert!(cols[4].parse::<u64>().unwrap() >= 1 && cols[6].parse::<u64>().unwrap() >= 1, "reads, flushes: {out}");
+    assert!(row.ends_with(&format!("nfs://{}/var/xen/log.img", rig.bridge_ip())), "{out}");
+    // What was written and flushed survives destroy and re-create.
+    let out = q.command("destroy logger", CMD)?;
+    assert!(!out.contains("error"), "{out}");
+    let out = q.command("create /var/xen/log-b.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 2 (logger)"), "{out}");
+    let got = console_expect(&mut q, "logger", "blklog: appended 3, flushed, now 6 entries", Duration::from_secs(60))?;
+    assert!(got.contains("blklog: found 3 entries"), "{got}");
+    for s in 1..=3 {
+        assert!(got.contains(&format!("blklog: entry seq={s} dom=logger t=")), "entry {s}: {got}");
+    }
+    assert!(got.contains("first\r\n") || got.contains("first\n"), "{got}");
+    q.command("destroy logger", CMD)?;
+    // The server's file holds all six entries (flushed = committed).
+    let img = std::fs::read(export.join("log.img")).unwrap();
+    let text = String::from_utf8_lossy(&img[512..4096]);
+    assert!(
+        text.contains("seq=3 dom=logger") && text.contains("seq=6 dom=logger") && text.contains("second"),
+        "{text}"
+    );
+    assert_eq!(&img[0..8], b"RHVBLKLG");
+
+    // Files written by Linux's libnfs read back identically through `cat`
+    // and through a guest's (read-only) disk.
+    let mut x = 0x0123_4567_89AB_CDEFu64;
+    let data: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let local = dir.path().join("data.img");
+    std::fs::write(&local, &data).unwrap();
+    let text: String = (0..400).map(|i| format!("line {i} written by nfs-cp\n")).collect();
+    let local_txt = dir.path().join("notes.txt");
+    std::fs::write(&local_txt, &text).unwrap();
+    let url = |p: &str| format!("nfs://{}{}/{p}?nfsport=2049&mountport=20048", rig.bridge_ip(), export.display());
+    for (src, dst) in [(&local, "images/data.img"), (&local_txt, "notes.txt")] {
+        let out = rig.run(&["nfs-cp".as_ref(), src.as_os_str(), url(dst).as_ref()])?;
+        assert!(out.status.success(), "nfs-cp: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = q.command("cat /var/xen/notes.txt", Duration::from_secs(30))?;
+    assert_eq!(out.replace("\r\n", "\n"), text);
+    let want = sha256_hex(&rig, &local)?;
+    let out = q.command("create /var/xen/sum.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("(summer)"), "{out}");
+    let line = console_expect(&mut q, "summer", "bytes=2097152", Duration::from_secs(120))?;
+    assert!(line.contains(&format!("blklog: sha256 {want} bytes=2097152")), "guest disk differs: {line}");
+    Ok(())
+}

@@ -46,6 +46,7 @@
 
 extern crate alloc;
 
+pub mod blk;
 mod console;
 mod env;
 #[cfg(target_os = "none")]
