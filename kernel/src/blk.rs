@@ -221,12 +221,17 @@ pub fn flush_domain(dom: DomId) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until the service thread posted a result for `me`.
+/// Waits until the service thread posted a result for `me`. A vCPU waits
+/// with interrupts off between its checks (as it entered the hypercall), so
+/// it is never preempted holding a result it has taken but not returned.
 fn wait_result(me: ThreadId) -> i64 {
+    let were = cpu::interrupts_enabled();
     loop {
         cpu::cli();
         if let Some(r) = DONE.lock().remove(&me) {
-            cpu::sti();
+            if were {
+                cpu::sti();
+            }
             return r;
         }
         if me == vcpu::SHELL {
@@ -234,9 +239,29 @@ fn wait_result(me: ThreadId) -> i64 {
             vcpu::shell_idle();
         } else {
             vcpu::block_current(None);
-            cpu::sti();
         }
     }
+}
+
+/// For a migration: the result of the block request the stopped vCPU
+/// `thread` is waiting for, waiting for the service thread if need be
+/// (`None` if the operator interrupted). Give it back with [`put_result`]
+/// if the vCPU resumes here after all.
+pub fn take_result(thread: ThreadId) -> Option<i64> {
+    loop {
+        if let Some(r) = DONE.lock().remove(&thread) {
+            return Some(r);
+        }
+        if crate::cmds::wait_interruptible() {
+            return None;
+        }
+    }
+}
+
+/// Hands a result taken by [`take_result`] back to its (resumed) vCPU.
+pub fn put_result(thread: ThreadId, r: i64) {
+    DONE.lock().insert(thread, r);
+    vcpu::wake(thread);
 }
 
 /// `block_info(disk, buf, len)`: the 24-byte `BlockInfo` record.
@@ -276,7 +301,7 @@ pub fn hc_io(dom: DomId, which: u64, disk: u64, sector: u64, buf: u64, len: u64)
         if len > guest_abi::MAX_IO_BYTES {
             return Err(Error::TooBig);
         }
-        if len == 0 || len % SECTOR != 0 {
+        if len == 0 || !len.is_multiple_of(SECTOR) {
             return Err(Error::Invalid);
         }
         let off = sector.checked_mul(SECTOR).ok_or(Error::Invalid)?;

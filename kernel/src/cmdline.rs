@@ -78,6 +78,21 @@ pub struct Options {
     pub gw: Option<String>,
     /// `nfs=SERVER:/export@/mount/point`, once per export to mount at boot.
     pub nfs: Vec<String>,
+    /// `relocation=on|off`: serve the relocation (migration) port; off by default.
+    pub relocation: bool,
+    /// `relocation-port=N`, 8002 by default (xend's).
+    pub relocation_port: u16,
+    /// `relocation-hosts-allow="re1 re2"`: xend's allow-list of regular
+    /// expressions matched against the peer's address; empty allows any.
+    pub relocation_hosts_allow: String,
+    /// `relocation-key=SECRET`: the cluster's pre-shared key.
+    pub relocation_key: Option<String>,
+    /// `relocation-key-file=/var/xen/relocation.key`: the key, read from a
+    /// mounted share once the boot mounts are up.
+    pub relocation_key_file: Option<String>,
+    /// `relocation-crypto=on|off`: off lets peers ask for an unencrypted
+    /// (still authenticated) stream, for benchmarks; on by default.
+    pub relocation_crypto: bool,
     /// The line as given, trimmed and without the image path.
     pub raw: String,
 }
@@ -94,6 +109,12 @@ impl Default for Options {
             ip: None,
             gw: None,
             nfs: Vec::new(),
+            relocation: false,
+            relocation_port: 8002,
+            relocation_hosts_allow: String::new(),
+            relocation_key: None,
+            relocation_key_file: None,
+            relocation_crypto: true,
             raw: String::new(),
         }
     }
@@ -161,6 +182,24 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
         "gw" => with_value(value, "A.B.C.D", |v| Some(String::from(v))).map(|v| opts.gw = Some(v)),
         "nfs" => with_value(value, "SERVER:/export@/mount/point", |v| v.contains('@').then(|| String::from(v)))
             .map(|v| opts.nfs.push(v)),
+        "relocation" => value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.relocation = on),
+        "relocation-port" => with_value(value, "a TCP port 1-65535", |v| v.parse::<u16>().ok().filter(|p| *p != 0))
+            .map(|p| opts.relocation_port = p),
+        "relocation-hosts-allow" => {
+            with_value(value, "space-separated regular expressions", |v| Some(String::from(v.trim())))
+                .map(|v| opts.relocation_hosts_allow = v)
+        }
+        "relocation-key" => {
+            with_value(value, "a secret of 16 or more characters", |v| (v.len() >= 16).then(|| String::from(v)))
+                .map(|v| opts.relocation_key = Some(v))
+        }
+        "relocation-key-file" => {
+            with_value(value, "an absolute path on a mounted share", |v| v.starts_with('/').then(|| String::from(v)))
+                .map(|v| opts.relocation_key_file = Some(v))
+        }
+        "relocation-crypto" => {
+            value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.relocation_crypto = on)
+        }
         "" => {
             warnings.push("cmdline: option without a name ignored".into());
             return;
@@ -542,6 +581,27 @@ mod tests {
         assert_eq!(o.nfs, vec!["10.0.0.1:/a@/var/xen".to_string(), "10.0.0.1:/b@/srv".to_string()]);
         let (o, w) = parse("nfs=10.0.0.1:/a");
         assert!(o.nfs.is_empty() && w.len() == 1, "{w:?}");
+    }
+
+    #[test]
+    fn relocation_options() {
+        let (o, w) = parse(
+            "relocation=on relocation-port=9002 \"relocation-hosts-allow=^10\\.77\\.0\\.2$ ^localhost$\" \
+             relocation-key=0123456789abcdef relocation-crypto=off",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(o.relocation && !o.relocation_crypto);
+        assert_eq!(o.relocation_port, 9002);
+        // Backslash escapes are undone as GRUB's are: `\\.` on the line is `\.`.
+        assert_eq!(o.relocation_hosts_allow, "^10.77.0.2$ ^localhost$");
+        assert_eq!(o.relocation_key.as_deref(), Some("0123456789abcdef"));
+        let (o, _) = parse("relocation-hosts-allow=^10\\\\.77\\\\.");
+        assert_eq!(o.relocation_hosts_allow, "^10\\.77\\.");
+        let (o, w) = parse("relocation relocation-key=short relocation-port=0 relocation-key-file=rel");
+        assert!(o.relocation && o.relocation_key.is_none() && o.relocation_port == 8002);
+        assert!(o.relocation_key_file.is_none() && w.len() == 3, "{w:?}");
+        let (o, _) = parse("");
+        assert!(!o.relocation && o.relocation_crypto && o.relocation_hosts_allow.is_empty());
     }
 
     #[test]

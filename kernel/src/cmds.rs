@@ -37,6 +37,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo { name: "destroy", usage: "destroy <dom>", summary: "stop a domain at once and free its memory" },
     CommandInfo { name: "rename", usage: "rename <dom> <new-name>", summary: "rename a domain" },
+    CommandInfo {
+        name: "migrate",
+        usage: "migrate [--live] [-p] <dom> <host[:port]>",
+        summary: "move a domain to another host (cold, or live with pre-copy)",
+    },
+    CommandInfo { name: "save", usage: "save <dom> <file>", summary: "save a domain's state to a file and destroy it" },
+    CommandInfo { name: "restore", usage: "restore [-p] <file>", summary: "create a domain from a saved state" },
     CommandInfo { name: "vcpu-list", usage: "vcpu-list [dom]", summary: "list vCPUs with state and CPU time" },
     CommandInfo {
         name: "sched-credit",
@@ -131,6 +138,9 @@ pub fn run(line: &str) {
         "shutdown" => shutdown(&args),
         "destroy" => destroy(&args),
         "rename" => rename(&args),
+        "migrate" => migrate(&args),
+        "save" => save(&args),
+        "restore" => restore(&args),
         "vcpu-list" => vcpu_list(&args),
         "sched-credit" => sched_credit(&args),
         "lspci" => lspci(),
@@ -311,6 +321,8 @@ fn info() {
     println!("tsc: {}.{:03} MHz ({})", hz / 1_000_000, (hz / 1000) % 1000, time::tsc_source());
     println!("apic: {} id {}, timer {} Hz", apic::mode_name(), apic::id(), apic::timer_hz());
     println!("fpu: guest state saved with {}", crate::arch::fpu::mechanism());
+    println!("cpu policy: {}", crate::domains::host_policy().summary());
+    println!("relocation: {}", crate::migrate::status());
     let onoff = |b: bool| if b { "on" } else { "unavailable" };
     let (smep, smap) = crate::arch::smep_smap_enabled();
     println!(
@@ -451,6 +463,7 @@ fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>, V
         extra: cfg.extra.clone(),
         weight: cfg.weight,
         vif,
+        cpuid: cfg.cpuid.clone(),
     };
     let mut disks = Vec::new();
     for d in &cfg.disks {
@@ -767,6 +780,73 @@ fn lspci() {
 fn ifconfig() {
     for l in crate::network::ifconfig() {
         println!("{l}");
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+fn migrate(args: &[&str]) {
+    let live = args.contains(&"--live") || args.contains(&"-l");
+    let paused = args.contains(&"-p");
+    let rest: Vec<&str> = args.iter().copied().filter(|a| !a.starts_with('-')).collect();
+    if rest.len() != 2 || args.iter().any(|a| a.starts_with('-') && !["--live", "-l", "-p"].contains(a)) {
+        println!("usage: migrate [--live] [-p] <dom> <host[:port]>");
+        return;
+    }
+    let Some(id) = resolve(rest.first()) else { return };
+    let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
+    let req = crate::migrate::Request { live, paused_at_dest: paused };
+    println!("migrate: {name} (domain {id}) to {} ({})", rest[1], if live { "live" } else { "cold" });
+    match crate::migrate::migrate(id, rest[1], &req) {
+        Ok(r) => println!(
+            "migrate: {name} done: {}, {} round(s), {} pages, {:.1} MiB sent, downtime {} ms, total {}.{:03} s, now domain {} there",
+            if live { "live" } else { "cold" },
+            r.rounds,
+            r.pages,
+            mib(r.bytes),
+            r.downtime_ms,
+            r.total_ms / 1000,
+            r.total_ms % 1000,
+            r.new_id.unwrap_or(0)
+        ),
+        Err(e) => println!("error: migrate {name}: {e}; the domain stays here"),
+    }
+}
+
+fn save(args: &[&str]) {
+    if args.len() != 2 {
+        println!("usage: save <dom> <file>");
+        return;
+    }
+    let Some(id) = resolve(args.first()) else { return };
+    match crate::migrate::save(id, args[1]) {
+        Ok(r) => println!(
+            "saved domain {id} to {}: {} pages, {:.1} MiB in {}.{:03} s",
+            args[1],
+            r.pages,
+            mib(r.bytes),
+            r.total_ms / 1000,
+            r.total_ms % 1000
+        ),
+        Err(e) => println!("error: save: {e}; the domain stays"),
+    }
+}
+
+fn restore(args: &[&str]) {
+    let paused = args.contains(&"-p");
+    let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "-p").collect();
+    if rest.len() != 1 {
+        println!("usage: restore [-p] <file>");
+        return;
+    }
+    match crate::migrate::restore(rest[0], paused) {
+        Ok((id, msg)) => {
+            let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();
+            println!("restored domain {id} ({name}): {msg}");
+        }
+        Err(e) => println!("error: restore {}: {e}", rest[0]),
     }
 }
 

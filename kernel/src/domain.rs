@@ -418,6 +418,8 @@ pub struct CreateArgs {
     /// `key=value` settings separated by commas (`mac=02:…`), or is empty
     /// for a generated MAC. Checked by the network code.
     pub vif: Option<String>,
+    /// The config's `cpuid=` (CPU feature levelling); `None`: the host's.
+    pub cpuid: Option<String>,
 }
 
 /// A decimal number of ASCII digits only (no sign, no spaces).
@@ -453,6 +455,7 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
         extra: String::new(),
         weight: DEFAULT_WEIGHT,
         vif: None,
+        cpuid: None,
     };
     let mut seen = [false; 6];
     for &word in words {
@@ -854,6 +857,7 @@ mod tests {
                 extra: String::new(),
                 weight: 256,
                 vif: None,
+                cpuid: None,
             }
         );
     }

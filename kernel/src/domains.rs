@@ -9,12 +9,15 @@
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use guest_abi::{StartInfo, VcpuTime, INITIAL_STACK_BYTES, START_INFO_VA, START_MAGIC, TIME_PAGE_VA};
 use hypervisor::conring::{ConsoleRing, GuestOutputFilter};
+use hypervisor::cpupolicy::CpuPolicy;
 use hypervisor::domain::{CreateArgs, DomId, DomainTable, StateFlags};
 use hypervisor::elf;
 use hypervisor::frames::PAGE_SIZE;
+use hypervisor::migstream::{self, DeviceRecord, DomainRecord, PermRun, TimeRecord, VcpuRecord};
 use hypervisor::sched::State as SchedState;
 
 use crate::arch::paging::{self, Mapper, DIRECT_MAP_BASE};
@@ -64,11 +67,26 @@ pub struct Domain {
     pub out_filter: GuestOutputFilter,
     pub input: alloc::collections::VecDeque<u8>,
     pub events: u64,
-    pub created_ns: u64,
+    /// Host monotonic time (ns) at guest time 0; negative for a domain that
+    /// migrated in with more guest time than this host's uptime.
+    pub epoch_ns: i64,
     pub created_tsc: u64,
     pub weight: u16,
     pub image: String,
     pub cmdline: String,
+    pub memory_mib: u64,
+    /// The CPU features the guest may use (levelled by `cpuid=`).
+    pub policy: CpuPolicy,
+    /// The config's `cpuid=` as written ("" when none).
+    pub cpuid_spec: String,
+    /// The time page's generation (bumped when the guest's clock source
+    /// changes, e.g. after a migration).
+    pub time_generation: u32,
+    /// Pages the hypervisor wrote while dirty logging is on (one bit each).
+    dirty_log: Option<Vec<AtomicU64>>,
+    /// A migration or save owns the domain: no second one, no destroy from
+    /// the shell's `migrate` path races.
+    pub migrating: bool,
 }
 
 /// Every domain; the hypervisor itself (ID 0) is not in the table.
@@ -83,7 +101,12 @@ pub fn with_table<R>(f: impl FnOnce(&mut DomainTable<Domain>) -> R) -> R {
 impl Domain {
     /// Domain-relative monotonic time.
     pub fn now_ns(&self) -> u64 {
-        time::now_ns().saturating_sub(self.created_ns)
+        (time::now_ns() as i64).saturating_sub(self.epoch_ns).max(0) as u64
+    }
+
+    /// The host monotonic time at which guest time is `guest_ns`.
+    pub fn host_time(&self, guest_ns: u64) -> u64 {
+        (guest_ns as i64).saturating_add(self.epoch_ns).max(0) as u64
     }
 
     /// xl-style state flags.
@@ -186,6 +209,7 @@ impl Domain {
             let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(data.len() - done);
             let Some(&mfn) = usize::try_from(at / PAGE_SIZE).ok().and_then(|p| self.p2m.get(p)) else { return };
             if mfn != 0 {
+                self.mark_dirty(at / PAGE_SIZE);
                 // SAFETY: the destination lies in one machine frame owned by
                 // this domain, reachable through the direct map.
                 unsafe {
@@ -198,6 +222,99 @@ impl Domain {
             }
             done += chunk;
         }
+    }
+
+    fn mark_dirty(&self, gfn: u64) {
+        if let Some(log) = &self.dirty_log {
+            if let Some(w) = log.get((gfn / 64) as usize) {
+                w.fetch_or(1 << (gfn % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Number of guest pages.
+    pub fn pages(&self) -> u64 {
+        self.mem_bytes / PAGE_SIZE
+    }
+
+    /// A copy of guest page `gfn`; `None` if no memory backs it.
+    pub fn read_page(&self, gfn: u64, out: &mut [u8; 4096]) -> bool {
+        let Some(&mfn) = usize::try_from(gfn).ok().and_then(|p| self.p2m.get(p)) else { return false };
+        if mfn == 0 {
+            return false;
+        }
+        // SAFETY: `mfn` is a whole machine frame owned by this domain,
+        // reachable through the direct map; the copy only reads it.
+        unsafe { core::ptr::copy_nonoverlapping(paging::phys_to_virt(mfn) as *const u8, out.as_mut_ptr(), 4096) };
+        true
+    }
+
+    /// Fills guest page `gfn` (a migration's incoming page); false if no
+    /// memory backs it.
+    pub fn write_page(&self, gfn: u64, data: &[u8; 4096]) -> bool {
+        let backed = usize::try_from(gfn).ok().and_then(|p| self.p2m.get(p)).is_some_and(|&m| m != 0);
+        if backed {
+            self.write_unchecked(gfn * PAGE_SIZE, data);
+        }
+        backed
+    }
+
+    /// Zeroes guest page `gfn`.
+    pub fn zero_page(&self, gfn: u64) -> bool {
+        self.write_page(gfn, &[0u8; 4096])
+    }
+
+    /// The memory layout as permission runs (for the migration stream).
+    pub fn layout(&self) -> Vec<PermRun> {
+        let mut runs: Vec<PermRun> = Vec::new();
+        for (i, (&p, &m)) in self.perms.iter().zip(self.p2m.iter()).enumerate() {
+            let p = if m == 0 { 0 } else { p };
+            match runs.last_mut() {
+                Some(r) if r.perms == p => r.count += 1,
+                _ => runs.push(PermRun { first: i as u64, count: 1, perms: p }),
+            }
+        }
+        runs
+    }
+
+    /// Starts dirty logging: clears every page's dirty bit in the guest's
+    /// page tables and starts the log of hypervisor writes. Call with no vCPU
+    /// of the domain running (the shell or a service thread does).
+    pub fn start_dirty_log(&mut self) {
+        let words = self.p2m.len().div_ceil(64);
+        self.dirty_log = Some((0..words).map(|_| AtomicU64::new(0)).collect());
+        let _ = self.take_dirty();
+    }
+
+    /// Stops dirty logging.
+    pub fn stop_dirty_log(&mut self) {
+        self.dirty_log = None;
+    }
+
+    /// The pages written since the last call (or since logging started):
+    /// by the guest (dirty bits of its page tables, cleared here) or by the
+    /// hypervisor (the log).
+    pub fn take_dirty(&mut self) -> Vec<u64> {
+        // SAFETY: the PML4 and every table under it are this domain's own
+        // frames, reachable through the direct map; the domain's vCPUs are
+        // not running while the caller (not a vCPU) holds the table lock.
+        let mut m = unsafe { Mapper::new(self.pml4, DIRECT_MAP_BASE) };
+        let mut out = Vec::new();
+        for (gfn, &mfn) in self.p2m.iter().enumerate() {
+            if mfn == 0 {
+                continue;
+            }
+            let gfn = gfn as u64;
+            let hw = m.take_dirty(gfn * PAGE_SIZE);
+            let sw = self.dirty_log.as_ref().is_some_and(|log| {
+                log.get((gfn / 64) as usize)
+                    .is_some_and(|w| w.fetch_and(!(1 << (gfn % 64)), Ordering::Relaxed) & (1 << (gfn % 64)) != 0)
+            });
+            if hw || sw {
+                out.push(gfn);
+            }
+        }
+        out
     }
 
     /// Returns every frame to the pool (memory, page tables).
@@ -234,6 +351,11 @@ pub fn create_with(
     let mem_bytes = args.memory_mib.checked_mul(1 << 20).ok_or("memory size overflows")?;
     let img = elf::parse(file, mem_bytes).map_err(|e| alloc::format!("{image_name}: {e}"))?;
     let name = args.name.clone().unwrap_or_else(|| hypervisor::domain::default_name(image_name));
+    let host = host_policy();
+    let policy = match &args.cpuid {
+        Some(spec) => hypervisor::cpupolicy::parse_spec(spec, &host)?,
+        None => host,
+    };
     let pages = mem_bytes / PAGE_SIZE;
     let (_, free, _) = mm::frame_stats();
     // Guest memory plus page tables (about 1/512) and slack.
@@ -255,11 +377,17 @@ pub fn create_with(
         out_filter: GuestOutputFilter::new(),
         input: alloc::collections::VecDeque::new(),
         events: 0,
-        created_ns: time::now_ns(),
+        epoch_ns: time::now_ns() as i64,
         created_tsc: cpu::rdtsc(),
         weight: args.weight,
         image: image_name.to_string(),
         cmdline: args.extra.clone(),
+        memory_mib: args.memory_mib,
+        policy,
+        cpuid_spec: args.cpuid.clone().unwrap_or_default(),
+        time_generation: 0,
+        dirty_log: None,
+        migrating: false,
     };
     if let Err(e) = build_memory(&mut d, &img, file, &name, args) {
         d.free_memory();
@@ -342,26 +470,10 @@ pub fn create_with(
     Ok(id)
 }
 
-fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, args: &CreateArgs) -> Result<(), String> {
-    let pages = (d.mem_bytes / PAGE_SIZE) as usize;
-    d.p2m.try_reserve_exact(pages).map_err(|_| "out of memory")?;
-    d.perms.try_reserve_exact(pages).map_err(|_| "out of memory")?;
-    // Permissions: RW data by default; image segments as the ELF says; the
-    // start-info and time pages read-only; page 0 and the stack guard absent.
-    d.perms.resize(pages, P_READ | P_WRITE);
-    d.perms[0] = 0;
-    d.perms[(START_INFO_VA / PAGE_SIZE) as usize] = P_READ;
-    d.perms[(TIME_PAGE_VA / PAGE_SIZE) as usize] = P_READ;
-    let guard = ((d.mem_bytes - INITIAL_STACK_BYTES) / PAGE_SIZE - 1) as usize;
-    d.perms[guard] = 0;
-    for seg in &img.segments {
-        let first = (seg.vaddr / PAGE_SIZE) as usize;
-        let last = ((seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) as usize).min(pages);
-        let p = P_READ | if seg.write { P_WRITE } else { 0 } | if seg.exec { P_EXEC } else { 0 };
-        for q in &mut d.perms[first..last] {
-            *q = p;
-        }
-    }
+/// Backs every page with permissions with a fresh frame and maps the guest
+/// address space (the kernel's upper half shared).
+fn alloc_and_map(d: &mut Domain) -> Result<(), String> {
+    let pages = d.perms.len();
     for pfn in 0..pages {
         let f = if d.perms[pfn] == 0 { 0 } else { mm::alloc_frame().ok_or("out of memory for guest pages")? };
         d.p2m.push(f);
@@ -393,6 +505,31 @@ fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, ar
         })?;
     }
     d.pt_frames = pt;
+
+    Ok(())
+}
+
+fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, args: &CreateArgs) -> Result<(), String> {
+    let pages = (d.mem_bytes / PAGE_SIZE) as usize;
+    d.p2m.try_reserve_exact(pages).map_err(|_| "out of memory")?;
+    d.perms.try_reserve_exact(pages).map_err(|_| "out of memory")?;
+    // Permissions: RW data by default; image segments as the ELF says; the
+    // start-info and time pages read-only; page 0 and the stack guard absent.
+    d.perms.resize(pages, P_READ | P_WRITE);
+    d.perms[0] = 0;
+    d.perms[(START_INFO_VA / PAGE_SIZE) as usize] = P_READ;
+    d.perms[(TIME_PAGE_VA / PAGE_SIZE) as usize] = P_READ;
+    let guard = ((d.mem_bytes - INITIAL_STACK_BYTES) / PAGE_SIZE - 1) as usize;
+    d.perms[guard] = 0;
+    for seg in &img.segments {
+        let first = (seg.vaddr / PAGE_SIZE) as usize;
+        let last = ((seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) as usize).min(pages);
+        let p = P_READ | if seg.write { P_WRITE } else { 0 } | if seg.exec { P_EXEC } else { 0 };
+        for q in &mut d.perms[first..last] {
+            *q = p;
+        }
+    }
+    alloc_and_map(d)?;
 
     // Image.
     for seg in &img.segments {
@@ -426,22 +563,249 @@ fn build_memory(d: &mut Domain, img: &elf::ElfImage, file: &[u8], name: &str, ar
 
 /// Fills one time record per vCPU: domain time 0 at creation.
 fn write_time_page(d: &Domain, vcpus: u32) {
+    write_time_records(d, vcpus, d.created_tsc, 0);
+}
+
+/// Fills the time records: guest time `system_ns` at TSC `tsc`, with this
+/// host's TSC scale and the domain's generation.
+fn write_time_records(d: &Domain, vcpus: u32, tsc: u64, system_ns: u64) {
     let s = guest_abi::time::TscScale::from_hz(time::tsc_hz());
+    let boot_unix_ns = (time::boot_unix().max(0) as u64 * 1_000_000_000) as i64;
     let rec = VcpuTime {
         version: 2,
-        generation: 0,
-        tsc_timestamp: d.created_tsc,
-        system_time_ns: 0,
+        generation: d.time_generation,
+        tsc_timestamp: tsc,
+        system_time_ns: system_ns,
         tsc_to_system_mul: s.mul_frac,
         tsc_shift: s.shift,
         flags: 0,
         _pad: [0; 2],
-        wall_base_ns: (time::boot_unix().max(0) as u64) * 1_000_000_000 + d.created_ns,
+        wall_base_ns: boot_unix_ns.saturating_add(d.epoch_ns).max(0) as u64,
         _reserved: [0; 3],
     };
     for i in 0..u64::from(vcpus) {
         d.write_unchecked(TIME_PAGE_VA + i * 64, as_bytes(&rec));
     }
+}
+
+/// A domain arriving by migration or restore: memory laid out as `layout`
+/// says (zeroed; pages follow), no vCPU threads yet, paused, flagged
+/// `migrating` so the shell leaves it alone until [`finish_incoming`].
+pub fn create_incoming(rec: &DomainRecord, policy: CpuPolicy) -> Result<DomId, String> {
+    let mem_bytes = rec.memory_mib.checked_mul(1 << 20).ok_or("memory size overflows")?;
+    if rec.memory_mib == 0 || rec.memory_mib > hypervisor::domain::MAX_MEMORY_MIB {
+        return Err(alloc::format!("memory of {} MiB is out of range", rec.memory_mib));
+    }
+    hypervisor::domain::validate_name(&rec.name).map_err(|e| e.to_string())?;
+    if with_table(|t| t.resolve(&rec.name).is_ok()) {
+        return Err(alloc::format!("a domain named '{}' already exists here", rec.name));
+    }
+    let pages = mem_bytes / PAGE_SIZE;
+    let (_, free, _) = mm::frame_stats();
+    if pages * PAGE_SIZE + pages * 8 + (1 << 20) > free {
+        return Err(alloc::format!("not enough memory: domain needs {} MiB, {} free", rec.memory_mib, free >> 20));
+    }
+    let mut d = Domain {
+        mem_bytes,
+        p2m: Vec::new(),
+        perms: Vec::new(),
+        pml4: 0,
+        pt_frames: Vec::new(),
+        vcpus: Vec::new(),
+        paused: true,
+        stop: None,
+        shutdown_deadline: None,
+        console: ConsoleRing::new(16 * 1024),
+        out_filter: GuestOutputFilter::new(),
+        input: alloc::collections::VecDeque::new(),
+        events: 0,
+        epoch_ns: time::now_ns() as i64,
+        created_tsc: cpu::rdtsc(),
+        weight: rec.weight.max(1),
+        image: rec.image.clone(),
+        cmdline: rec.extra.clone(),
+        memory_mib: rec.memory_mib,
+        policy,
+        cpuid_spec: rec.cpuid.clone(),
+        time_generation: 0,
+        dirty_log: None,
+        migrating: true,
+    };
+    let mut perms = Vec::new();
+    perms.try_reserve_exact(pages as usize).map_err(|_| "out of memory")?;
+    for r in &rec.layout {
+        let p = r.perms & (P_READ | P_WRITE | P_EXEC);
+        perms.resize(perms.len() + r.count as usize, p);
+    }
+    if perms.len() as u64 != pages {
+        return Err(alloc::format!("layout covers {} of {pages} pages", perms.len()));
+    }
+    d.perms = perms;
+    if let Err(e) = alloc_and_map(&mut d) {
+        d.free_memory();
+        return Err(e);
+    }
+    with_table(|t| t.insert(&rec.name, |_| d)).map_err(|e| e.to_string())
+}
+
+/// What [`finish_incoming`] needs besides the pages.
+pub struct Incoming {
+    pub vcpus: Vec<VcpuRecord>,
+    pub time: TimeRecord,
+    pub device: DeviceRecord,
+}
+
+fn canonical(a: u64) -> bool {
+    let top = a >> 47;
+    top == 0 || top == 0x1_ffff
+}
+
+/// Gives an incoming domain its vCPUs, clock and devices and (unless
+/// paused) starts it. On error the caller destroys the domain.
+pub fn finish_incoming(id: DomId, inc: Incoming) -> Result<(), String> {
+    let (pml4, weight, mem) =
+        with_table(|t| t.get(id).map(|d| (d.pml4, d.weight, d.mem_bytes))).ok_or("the domain vanished")?;
+    let mut threads: Vec<Vcpu> = Vec::new();
+    let fail = |threads: &mut Vec<Vcpu>, e: String| {
+        with_table(|t| {
+            if let Some(d) = t.get_mut(id) {
+                d.vcpus.append(threads);
+            }
+        });
+        Err(e)
+    };
+    let mut sorted: Vec<&VcpuRecord> = inc.vcpus.iter().collect();
+    sorted.sort_by_key(|v| v.index);
+    for v in sorted {
+        let r = &v.regs;
+        let started = v.state != migstream::VCPU_PAUSED;
+        if started && (r[16] >= mem || !canonical(r[7]) || !canonical(v.fs_base) || !canonical(v.gs_base)) {
+            return fail(&mut threads, alloc::format!("vcpu {}: rip, rsp or a segment base is out of range", v.index));
+        }
+        // User-settable flags only; interrupts on, IOPL 0.
+        let rflags = (r[17] & 0x0024_0DD5) | 0x202;
+        let frame = TrapFrame {
+            rax: r[0],
+            rbx: r[1],
+            rcx: r[2],
+            rdx: r[3],
+            rsi: r[4],
+            rdi: r[5],
+            rbp: r[6],
+            rsp: r[7],
+            r8: r[8],
+            r9: r[9],
+            r10: r[10],
+            r11: r[11],
+            r12: r[12],
+            r13: r[13],
+            r14: r[14],
+            r15: r[15],
+            vector: 0,
+            error_code: 0,
+            rip: r[16],
+            cs: u64::from(gdt::USER_CS),
+            rflags,
+            ss: u64::from(gdt::USER_DS),
+        };
+        let fpu = crate::arch::fpu::FpuState::import(v.fpu_format, v.xcr0, &v.fpu)
+            .map_err(|e| alloc::format!("vcpu {}: {e}", v.index));
+        let fpu = match fpu {
+            Ok(f) => f,
+            Err(e) => return fail(&mut threads, e),
+        };
+        let Some(th) = vcpu::create_vcpu(id, v.index, pml4, frame, weight) else {
+            return fail(&mut threads, "out of memory for vCPU stacks".into());
+        };
+        vcpu::install(th, v.fs_base, v.gs_base, fpu);
+        threads.push(Vcpu { thread: th, started });
+    }
+    // The clock continues from where the source stopped it; the TSC scale
+    // is this host's; the generation tells the guest its clock source changed.
+    let n = threads.len() as u32;
+    with_table(|t| {
+        let Some(d) = t.get_mut(id) else { return };
+        d.vcpus.append(&mut threads);
+        let tsc = cpu::rdtsc();
+        d.epoch_ns = time::now_ns() as i64 - inc.time.guest_ns as i64;
+        d.created_tsc = tsc;
+        d.time_generation = inc.time.generation.wrapping_add(1);
+        write_time_records(d, n, tsc, inc.time.guest_ns);
+        d.write_unchecked(START_INFO_VA + 12, &id.to_le_bytes());
+        d.events |= inc.device.events | guest_abi::event::TIME_CHANGED;
+        d.console.push(&inc.device.console);
+        if inc.device.shutdown_requested {
+            d.shutdown_deadline = Some(time::now_ns() + SHUTDOWN_GRACE_NS);
+        }
+    });
+    Ok(())
+}
+
+/// Ends an incoming domain's migration: runs it unless `paused`.
+pub fn start_incoming(id: DomId, paused: bool) {
+    with_table(|t| {
+        if let Some(d) = t.get_mut(id) {
+            d.migrating = false;
+            d.paused = paused;
+            if !paused {
+                for v in &d.vcpus {
+                    if v.started {
+                        vcpu::set_state(v.thread, SchedState::Runnable);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One vCPU's state for the migration stream; the domain must be paused.
+/// A vCPU waiting in a hypercall gets that call's result in RAX: 0 for
+/// `block`/`yield` (a permitted early return), the block request's result
+/// (waited for; `pending` receives it so a rollback can hand it back).
+pub fn export_vcpu(id: DomId, index: u32, pending: &mut Vec<(ThreadId, i64)>) -> Result<VcpuRecord, String> {
+    let (thread, started) =
+        with_table(|t| t.get(id).and_then(|d| d.vcpus.get(index as usize)).map(|v| (v.thread, v.started)))
+            .ok_or("no such vCPU")?;
+    let ctx = vcpu::capture(thread).ok_or_else(|| alloc::format!("vcpu {index} is running"))?;
+    let mut f = ctx.frame;
+    if started && f.vector == crate::arch::trap::HYPERCALL_VECTOR {
+        f.rax = match f.rax {
+            guest_abi::nr::BLOCK_READ | guest_abi::nr::BLOCK_WRITE | guest_abi::nr::BLOCK_FLUSH => {
+                let r = crate::blk::take_result(thread).ok_or("interrupted")?;
+                pending.push((thread, r));
+                r as u64
+            }
+            _ => 0,
+        };
+        vcpu::set_frame_rax(thread, f.rax);
+    }
+    let regs = [
+        f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.rbp, f.rsp, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15,
+        f.rip, f.rflags,
+    ];
+    let (fpu_format, xcr0, fpu) = ctx.fpu;
+    Ok(VcpuRecord {
+        index,
+        regs,
+        fs_base: ctx.fs,
+        gs_base: ctx.gs,
+        state: if started { migstream::VCPU_RUNNABLE } else { migstream::VCPU_PAUSED },
+        deadline_ns: 0,
+        fpu_format,
+        xcr0,
+        fpu,
+    })
+}
+
+/// This host's CPU features (what a domain gets without `cpuid=`).
+pub fn host_policy() -> CpuPolicy {
+    CpuPolicy::from_cpuid(
+        |leaf, sub| {
+            let r = cpu::cpuid(leaf, sub);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        },
+        crate::arch::fpu::host_xcr0(),
+    )
 }
 
 /// Stops a domain's vCPUs and removes it, freeing everything (its threads
@@ -514,6 +878,9 @@ pub fn set_paused(id: DomId, paused: bool) -> Result<(), String> {
         let d = t.get_mut(id).ok_or_else(|| alloc::format!("no domain with ID {id}"))?;
         if d.stop.is_some() {
             return Err("the domain has stopped; destroy it".into());
+        }
+        if d.migrating && d.vcpus.is_empty() {
+            return Err("the domain is still arriving (migration in progress)".into());
         }
         d.paused = paused;
         for v in &d.vcpus {

@@ -111,11 +111,11 @@ fn console_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
 }
 
 fn block(dom: DomId, deadline: u64) -> Result<u64, Error> {
-    let (events, now, created) = with_dom(dom, |d| Ok((d.events, d.now_ns(), d.created_ns)))?;
+    let (events, now, host_deadline) = with_dom(dom, |d| Ok((d.events, d.now_ns(), d.host_time(deadline))))?;
     if events != 0 || deadline <= now {
         return Ok(events);
     }
-    let host_deadline = if deadline == u64::MAX { None } else { Some(created.saturating_add(deadline)) };
+    let host_deadline = if deadline == u64::MAX { None } else { Some(host_deadline) };
     vcpu::block_current(host_deadline);
     with_dom(dom, |d| Ok(d.events))
 }

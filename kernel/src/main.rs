@@ -34,6 +34,8 @@ mod hypercall;
 #[cfg(target_os = "none")]
 mod logger;
 #[cfg(target_os = "none")]
+mod migrate;
+#[cfg(target_os = "none")]
 mod mm;
 #[cfg(target_os = "none")]
 mod network;
@@ -192,6 +194,7 @@ mod kernel {
         crate::blk::start();
         cpu::sti();
         crate::storage::mount_boot_options(&b.opts.nfs);
+        crate::migrate::init();
         if b.opts.selftest {
             crate::selftest::run()
         }

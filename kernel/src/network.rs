@@ -272,6 +272,22 @@ pub fn vif_info(dom: DomId) -> Option<(Mac, bool)> {
     Some((v.mac, n.uplinks.first().is_none_or(|u| u.nic.link_up())))
 }
 
+/// Announces a domain's MAC on the wire (after a migration brought it
+/// here): one RARP frame, as Xen and QEMU send, so switches and bridges
+/// learn the new port at once. Callers repeat it a few times.
+pub fn vif_announce(dom: DomId) -> bool {
+    let Some((mac, _)) = vif_info(dom) else { return false };
+    let mut f = [0u8; 60];
+    f[0..6].fill(0xff);
+    f[6..12].copy_from_slice(&mac.0);
+    f[12..14].copy_from_slice(&0x8035u16.to_be_bytes());
+    // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, op 3 (reverse request)
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]);
+    f[22..28].copy_from_slice(&mac.0);
+    f[32..38].copy_from_slice(&mac.0);
+    vif_transmit(dom, &f)
+}
+
 /// A frame from a guest: into the bridge.
 pub fn vif_transmit(dom: DomId, frame: &[u8]) -> bool {
     let mut wake = Vec::new();

@@ -377,6 +377,16 @@ pub fn open_file(path: &str) -> Result<OpenFile, String> {
     Ok(OpenFile { nfs, fh, size: attr.size, server })
 }
 
+/// Creates (or truncates) the regular file `path`.
+pub fn create_file(path: &str) -> Result<(), String> {
+    with_path(path, |nfs, rel| {
+        let (dir, name) = net::nfs::split_parent(rel);
+        let (dfh, _) = nfs.lookup(dir)?;
+        let fh = nfs.create(&dfh, name, 0o600, false)?;
+        nfs.set_size(&fh, 0)
+    })
+}
+
 /// Reads a whole file (at most `max` bytes).
 pub fn read_file(path: &str, max: u64) -> Result<Vec<u8>, String> {
     with_path(path, |nfs, rel| {

@@ -193,6 +193,71 @@ pub fn spawn_kernel(entry: extern "C" fn(u64) -> !, arg: u64, weight: u16) -> Op
     })
 }
 
+/// A stopped vCPU's user-visible state, for migration.
+pub struct Context {
+    /// The ring-3 frame at the top of its kernel stack (a preemption or a
+    /// hypercall in progress: `vector` tells which).
+    pub frame: TrapFrame,
+    pub fs: u64,
+    pub gs: u64,
+    /// (format, XCR0, bytes), see `FpuState::export`.
+    pub fpu: (u8, u64, alloc::vec::Vec<u8>),
+}
+
+/// The state of a vCPU thread that is not running (paused or blocked).
+pub fn capture(id: ThreadId) -> Option<Context> {
+    with(|s| {
+        if s.current == id {
+            return None;
+        }
+        let owner = s.fpu_owner;
+        let t = s.threads.get_mut(&id)?;
+        t.owner?;
+        let fpu = t.fpu.as_mut()?;
+        if owner == Some(id) {
+            // The registers still hold this vCPU's values (the hypervisor
+            // never uses them): store them, they stay loaded.
+            fpu.save();
+        }
+        let frame_at = t.kstack_top - core::mem::size_of::<TrapFrame>() as u64;
+        // SAFETY: a vCPU's initial or latest ring-3 frame lives at the top
+        // of its own mapped stack; the thread is not running, so nothing
+        // writes it meanwhile.
+        let frame = unsafe { (frame_at as *const TrapFrame).read() };
+        Some(Context { frame, fs: t.fs, gs: t.gs, fpu: fpu.export() })
+    })
+    .flatten()
+}
+
+/// Sets RAX in a stopped vCPU's ring-3 frame (the result of a hypercall it
+/// will return from).
+pub fn set_frame_rax(id: ThreadId, rax: u64) {
+    with(|s| {
+        if s.current == id {
+            return;
+        }
+        if let Some(t) = s.threads.get(&id).filter(|t| t.owner.is_some()) {
+            let frame_at = t.kstack_top - core::mem::size_of::<TrapFrame>() as u64;
+            // SAFETY: as in `capture`; the frame belongs to this stopped thread.
+            unsafe { (*(frame_at as *mut TrapFrame)).rax = rax };
+        }
+    });
+}
+
+/// Gives a new (never run) vCPU thread migrated FS/GS bases and FPU state.
+pub fn install(id: ThreadId, fs: u64, gs: u64, fpu: FpuState) {
+    with(|s| {
+        if s.fpu_owner == Some(id) {
+            s.fpu_owner = None;
+        }
+        if let Some(t) = s.threads.get_mut(&id) {
+            t.fs = fs;
+            t.gs = gs;
+            t.fpu = Some(fpu);
+        }
+    });
+}
+
 /// Frees a thread that is not running (its stack and FPU area).
 pub fn destroy_thread(id: ThreadId) {
     let t = with(|s| {

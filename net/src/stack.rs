@@ -830,6 +830,20 @@ impl NetStack {
         }
     }
 
+    /// The peer of a connection (once it has one).
+    pub fn tcp_remote(&mut self, h: TcpHandle) -> Option<([u8; 4], u16)> {
+        let ep = self.sockets.get_mut::<tcp::Socket>(h.0).remote_endpoint()?;
+        match ep.addr {
+            IpAddress::Ipv4(a) => Some((a.octets(), ep.port)),
+        }
+    }
+
+    /// Room left in the send buffer.
+    pub fn tcp_send_room(&mut self, h: TcpHandle) -> usize {
+        let sock = self.sockets.get_mut::<tcp::Socket>(h.0);
+        sock.send_capacity() - sock.send_queue()
+    }
+
     /// Queues bytes to send; returns how many were taken (0 when the send
     /// buffer is full or the connection cannot send).
     pub fn tcp_send(&mut self, h: TcpHandle, data: &[u8]) -> usize {

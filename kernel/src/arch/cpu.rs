@@ -108,6 +108,24 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     };
 }
 
+/// A hardware random number (RDRAND), if the CPU has the instruction and
+/// it delivers within ten tries.
+pub fn rdrand() -> Option<u64> {
+    if cpuid(1, 0).ecx & (1 << 30) == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let (v, ok): (u64, u8);
+        // SAFETY: CPUID says RDRAND exists; it writes only the output
+        // register and CF (read by setc).
+        unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        if ok != 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// Reads the time-stamp counter.
 #[inline]
 pub fn rdtsc() -> u64 {

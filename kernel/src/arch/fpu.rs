@@ -110,6 +110,78 @@ impl FpuState {
     }
 }
 
+/// Saved-area formats, as the migration stream names them.
+pub const FORMAT_FXSAVE: u8 = 0;
+pub const FORMAT_XSAVE: u8 = 1;
+
+/// The XCR0 this host runs guests with (0 without XSAVE).
+pub fn host_xcr0() -> u64 {
+    if XSAVE.load(Ordering::Relaxed) {
+        XCR0.load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
+
+impl FpuState {
+    fn area(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live allocation of `layout.size()` bytes owned
+        // by self.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+
+    fn area_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `area`, and `&mut self` makes the access unique.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+
+    /// The saved registers for a migration stream: (format, XCR0, bytes).
+    /// Call `save` first if the registers are live.
+    pub fn export(&self) -> (u8, u64, alloc::vec::Vec<u8>) {
+        if XSAVE.load(Ordering::Relaxed) {
+            (FORMAT_XSAVE, XCR0.load(Ordering::Relaxed), self.area().to_vec())
+        } else {
+            (FORMAT_FXSAVE, 0, self.area()[..512].to_vec())
+        }
+    }
+
+    /// Rebuilds a state exported by another host, converting between
+    /// FXSAVE and XSAVE (standard format). Whatever could make a restore
+    /// fault is refused or cleared (reserved MXCSR bits, components this host
+    /// does not enable, compacted format, reserved header bytes).
+    pub fn import(format: u8, xcr0: u64, bytes: &[u8]) -> Result<FpuState, &'static str> {
+        if bytes.len() < 512 {
+            return Err("FPU state shorter than 512 bytes");
+        }
+        let mxcsr = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+        if mxcsr & 0xFFFF_0000 != 0 {
+            return Err("FPU state has reserved MXCSR bits set");
+        }
+        let mut st = FpuState::new().ok_or("out of memory for FPU state")?;
+        let here = host_xcr0();
+        let area = st.area_mut();
+        area[..512].copy_from_slice(&bytes[..512]);
+        if here != 0 {
+            let mut bv: u64 = 0b11;
+            if format == FORMAT_XSAVE && bytes.len() >= 576 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[512..520]);
+                bv = u64::from_le_bytes(b) & xcr0;
+                if bytes[520..528].iter().any(|&x| x != 0) {
+                    return Err("FPU state is in compacted XSAVE format");
+                }
+                let n = bytes.len().min(area.len());
+                if n > 576 {
+                    area[576..n].copy_from_slice(&bytes[576..n]);
+                }
+            }
+            area[512..576].fill(0);
+            area[512..520].copy_from_slice(&(bv & here).to_le_bytes());
+        }
+        Ok(st)
+    }
+}
+
 impl Drop for FpuState {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout, freed once.

@@ -30,6 +30,8 @@ pub const WRITE_THROUGH: u64 = 1 << 3;
 pub const NO_CACHE: u64 = 1 << 4;
 pub const HUGE: u64 = 1 << 7;
 pub const GLOBAL: u64 = 1 << 8;
+/// Set by the CPU in a leaf entry when the page is written.
+pub const DIRTY: u64 = 1 << 6;
 const NX_BIT: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
@@ -197,6 +199,20 @@ impl Mapper {
             table = e & ADDR_MASK;
         }
         Some(table)
+    }
+
+    /// Clears the dirty bit of the 4 KiB mapping of `va`; true if it was set
+    /// (the page was written since the last call). Call it while this tree is
+    /// not the active CR3, or flush the TLB afterwards: a cached translation
+    /// would not set the bit again.
+    pub fn take_dirty(&mut self, va: u64) -> bool {
+        let Some(pt) = self.leaf_table(va) else { return false };
+        let e = self.get(pt, idx(va, 12));
+        if e & PRESENT == 0 || e & DIRTY == 0 {
+            return false;
+        }
+        self.set(pt, idx(va, 12), e & !DIRTY);
+        true
     }
 
     /// Physical address and leaf flags for `va`, if mapped.
