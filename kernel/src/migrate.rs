@@ -291,23 +291,23 @@ impl Conn {
 
 // -- Destination -------------------------------------------------------------
 
+fn listen(port: u16) -> TcpHandle {
+    loop {
+        match network::with_stack(|s| s.tcp_listen(port)) {
+            Some(Ok(h)) => return h,
+            Some(Err(e)) => log::error!("relocation: {e}; retrying in 5 s"),
+            None => log::error!("relocation: no network (ip= not set); retrying in 5 s"),
+        }
+        sleep_ms(5_000);
+    }
+}
+
 extern "C" fn relocd_main(_: u64) -> ! {
     cpu::sti();
+    let port = config().lock().port;
+    let mut next = listen(port);
     loop {
-        let port = config().lock().port;
-        let h = match network::with_stack(|s| s.tcp_listen(port)) {
-            Some(Ok(h)) => h,
-            other => {
-                if let Some(Err(e)) = other {
-                    log::error!("relocation: {e}");
-                } else {
-                    log::error!("relocation: no network (ip= not set); server stopped");
-                }
-                loop {
-                    vcpu::block_current(None);
-                }
-            }
-        };
+        let h = next;
         loop {
             let seen = network::activity();
             match network::with_stack(|s| s.tcp_status(h)) {
@@ -315,6 +315,9 @@ extern "C" fn relocd_main(_: u64) -> ! {
                 _ => break,
             }
         }
+        // A listener stays open while this connection is served: the next
+        // peer waits for its turn instead of being refused.
+        next = listen(port);
         let peer = network::with_stack(|s| s.tcp_remote(h)).flatten();
         let Some((peer_ip, _)) = peer else {
             network::with_stack(|s| s.tcp_release(h));
@@ -323,15 +326,24 @@ extern "C" fn relocd_main(_: u64) -> ! {
         let mut conn = Conn { tcp: h, peer: peer_ip, chan: None, sent: 0 };
         let who = fmt_ipv4(peer_ip);
         match serve(&mut conn) {
-            Ok(msg) => log::info!("relocation: {msg}"),
-            Err(e) => log::warn!("relocation: {who}: {e}"),
+            Ok((msg, arrived)) => {
+                log::info!("relocation: {msg}");
+                conn.close();
+                if let Some(id) = arrived {
+                    announce(id);
+                }
+            }
+            Err(e) => {
+                log::warn!("relocation: {who}: {e}");
+                conn.close();
+            }
         }
-        conn.close();
     }
 }
 
-/// Admission and handshake, then one incoming domain.
-fn serve(conn: &mut Conn) -> Result<String, String> {
+/// Admission and handshake, then one incoming domain: the report and the
+/// new domain (its MAC still to be announced again).
+fn serve(conn: &mut Conn) -> Result<(String, Option<DomId>), String> {
     let who = fmt_ipv4(conn.peer);
     let (allowed, psk, crypto) = {
         let c = config().lock();
@@ -374,7 +386,7 @@ fn serve(conn: &mut Conn) -> Result<String, String> {
     }
 }
 
-fn receive(conn: &mut Conn, inc: &mut IncomingStream) -> Result<String, String> {
+fn receive(conn: &mut Conn, inc: &mut IncomingStream) -> Result<(String, Option<DomId>), String> {
     loop {
         let msg = conn.recv_message(now_ms() + IDLE_MS)?;
         match inc.push(&msg)? {
@@ -386,10 +398,13 @@ fn receive(conn: &mut Conn, inc: &mut IncomingStream) -> Result<String, String> 
                 }
             }
             Step::Done(id) => {
-                let sent = conn.send(&Record::Resumed { domid: id });
-                announce(id);
-                sent?;
-                return Ok(inc.report(id));
+                if let Err(e) = conn.send(&Record::Resumed { domid: id }) {
+                    // The source cannot learn that it runs here, so it
+                    // resumes its copy: this one must go.
+                    domains::destroy(id);
+                    return Err(alloc::format!("could not confirm the resume ({e}); destroyed the copy here"));
+                }
+                return Ok((inc.report(id), Some(id)));
             }
         }
     }
@@ -665,9 +680,10 @@ fn domain_record(id: DomId) -> Result<(DomainRecord, CpuPolicy, u64, u32), Strin
 }
 
 /// Sends pages `gfns` (in batches, zero pages elided); returns the page
-/// entries sent.
-fn send_pages(sink: &mut dyn Sink, id: DomId, gfns: &[u64]) -> Result<u64, String> {
+/// entries sent and how many of them were zero pages.
+fn send_pages(sink: &mut dyn Sink, id: DomId, gfns: &[u64]) -> Result<(u64, u64), String> {
     let mut entries = 0u64;
+    let mut zeros = 0u64;
     let mut buf: Vec<[u8; 4096]> = alloc::vec![[0u8; 4096]; MAX_BATCH.min(gfns.len().max(1))];
     for chunk in gfns.chunks(MAX_BATCH) {
         let mut list: Vec<u64> = Vec::with_capacity(chunk.len());
@@ -685,11 +701,12 @@ fn send_pages(sink: &mut dyn Sink, id: DomId, gfns: &[u64]) -> Result<u64, Strin
         }
         let pages: Vec<(u64, &[u8; 4096])> = list.iter().enumerate().map(|(i, &g)| (g, &buf[i])).collect();
         let mut out = Vec::with_capacity(12 + pages.len() * 4105);
-        migstream::encode_pages(&pages, &mut out);
+        let (z, _) = migstream::encode_pages(&pages, &mut out);
         sink.encoded(&out)?;
         entries += list.len() as u64;
+        zeros += z as u64;
     }
-    Ok(entries)
+    Ok((entries, zeros))
 }
 
 /// Outcome of a successful migration or save.
@@ -744,6 +761,8 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
     let all: Vec<u64> = (0..pages).collect();
     let mut sent_pages: u64 = 0;
     let mut rounds = 0u32;
+    // Pages dirtied during the last pre-copy round: sent with the final copy.
+    let mut carried: Vec<u64> = Vec::new();
     if req.live {
         domains::with_table(|t| t.get_mut(id).map(|d| d.start_dirty_log())).ok_or("the domain vanished")?;
         let mut todo = all.clone();
@@ -752,14 +771,14 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
             let r0 = time::now_ns();
             let b0 = sink.sent();
             sink.record(&Record::Round { round: rounds, pages: todo.len() as u32 })?;
-            let n = send_pages(sink, id, &todo)?;
+            let (n, zeros) = send_pages(sink, id, &todo)?;
             sent_pages += n;
             let dt = (time::now_ns() - r0).max(1);
             let bytes = sink.sent() - b0;
             let rate = bytes as f64 * 1e9 / dt as f64;
             crate::println!(
-                "migrate: round {rounds}: {} pages, {:.1} MiB in {} ms ({:.1} MiB/s)",
-                todo.len(),
+                "migrate: round {rounds}: {n} pages ({} zero), {:.1} MiB in {} ms ({:.1} MiB/s)",
+                zeros,
                 bytes as f64 / 1048576.0,
                 dt / 1_000_000,
                 rate / 1048576.0
@@ -768,6 +787,7 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
             // Pages that fit the downtime target at this round's rate.
             let fits = ((rate * DOWNTIME_TARGET_MS as f64 / 1000.0) / 4096.0) as usize;
             if todo.len() <= fits.max(64) || rounds >= MAX_ROUNDS {
+                carried = todo;
                 break;
             }
         }
@@ -791,6 +811,7 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
     }
     let last: Vec<u64> = if req.live {
         let mut l = last;
+        l.append(&mut carried);
         l.extend(domains::with_table(|t| t.get_mut(id).map(|d| d.take_dirty())).unwrap_or_default());
         l.sort_unstable();
         l.dedup();
@@ -799,7 +820,7 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
         last
     };
     sink.record(&Record::Round { round: rounds, pages: last.len() as u32 })?;
-    sent_pages += send_pages(sink, id, &last)?;
+    sent_pages += send_pages(sink, id, &last)?.0;
     crate::blk::flush_domain(id)?;
     let (time_rec, device) = domains::with_table(|t| {
         let d = t.get(id)?;
