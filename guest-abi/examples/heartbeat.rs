@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! heartbeat: start name=<name> domid=<id> period_ms=<p>
+//! heartbeat: cpuid 1.ecx=<hex> 1.edx=<hex> 7.ebx=<hex>   (with show_cpu=1)
 //! heartbeat <name> seq=<n> t=<ms>.<3 digits> wall=<unix s>
 //! heartbeat <name> time-changed
 //! heartbeat: shutting down
@@ -29,6 +30,12 @@ fn heartbeat(env: &Env) -> i32 {
         n => n,
     };
     println!("heartbeat: start name={name} domid={} period_ms={period_ms}", env.domid());
+    if env.arg_u64_or("show_cpu", 0) == 1 {
+        // What the domain's CPU policy lets it see (the cpuid hypercall).
+        if let (Ok(l1), Ok(l7)) = (guest_abi::rt::cpuid(1, 0), guest_abi::rt::cpuid(7, 0)) {
+            println!("heartbeat: cpuid 1.ecx={:08x} 1.edx={:08x} 7.ebx={:08x}", l1[2], l1[3], l7[1]);
+        }
+    }
     let start = now();
     let mut seq: u64 = 0;
     loop {

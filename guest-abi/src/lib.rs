@@ -58,6 +58,9 @@ pub mod nr {
     /// `vcpu_up(vcpu, rip, rsp, arg)` — start secondary vCPU `vcpu` at
     /// `rip` with stack `rsp` and `arg` in RDI
     pub const VCPU_UP: u64 = 9;
+    /// `cpuid(leaf, subleaf, buf, len) -> 16`: CPUID as the domain's CPU
+    /// policy allows it (EAX, EBX, ECX, EDX into `buf`, little-endian).
+    pub const CPUID: u64 = 10;
     /// Reserved for the network issue: `net_info(buf, len)`.
     pub const NET_INFO: u64 = 16;
     /// Reserved: `net_write(frame, len)`.

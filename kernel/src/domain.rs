@@ -36,7 +36,7 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const MAX_EXTRA_BYTES: usize = 1023;
 /// The synopsis of the `create` command.
 pub const CREATE_USAGE: &str =
-    "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N] [vif=mac=MAC]";
+    "create <module-or-path> [name=NAME] [memory=MiB] [vcpus=N] [extra=\"ARGS\"] [weight=N] [vif=mac=MAC] [cpuid=POLICY]";
 
 /// How many characters of an offending word error messages show.
 const SHOWN_CHARS: usize = 40;
@@ -457,7 +457,7 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
         vif: None,
         cpuid: None,
     };
-    let mut seen = [false; 6];
+    let mut seen = [false; 7];
     for &word in words {
         let option = word.split_once('=').filter(|(key, _)| {
             !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -480,9 +480,10 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
             "extra" => 3,
             "weight" => 4,
             "vif" => 5,
+            "cpuid" => 6,
             _ => {
                 return Err(format!(
-                    "unknown option '{}' (expected name=, memory=, vcpus=, extra=, weight=, vif=)",
+                    "unknown option '{}' (expected name=, memory=, vcpus=, extra=, weight=, vif=, cpuid=)",
                     sanitize(key, SHOWN_CHARS)
                 ))
             }
@@ -518,11 +519,17 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
                 let n = number_option(key, "a number", value, 1, u64::from(u16::MAX))?;
                 args.weight = u16::try_from(n).unwrap_or(DEFAULT_WEIGHT);
             }
-            _ => {
+            5 => {
                 if value.len() > 128 || value.chars().any(char::is_control) {
                     return Err("vif= must be a short list like mac=02:00:00:00:00:01".to_owned());
                 }
                 args.vif = Some(value.to_owned());
+            }
+            _ => {
+                if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+                    return Err("cpuid= must be a short policy like x86-64-v2 or host,avx=0".to_owned());
+                }
+                args.cpuid = Some(value.to_owned());
             }
         }
     }
@@ -904,11 +911,13 @@ mod tests {
         assert_eq!(err(&[""]), usage);
         assert_eq!(
             err(&["img", "foo=1"]),
-            "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=, vif=)"
+            "unknown option 'foo' (expected name=, memory=, vcpus=, extra=, weight=, vif=, cpuid=)"
         );
+        assert_eq!(parse_create(&["img", "cpuid=x86-64-v2,avx=0"]).unwrap().cpuid.as_deref(), Some("x86-64-v2,avx=0"));
+        assert!(err(&["img", "cpuid="]).starts_with("cpuid= must be"));
         assert_eq!(
             err(&["img", "Memory=1"]),
-            "unknown option 'Memory' (expected name=, memory=, vcpus=, extra=, weight=, vif=)"
+            "unknown option 'Memory' (expected name=, memory=, vcpus=, extra=, weight=, vif=, cpuid=)"
         );
         for bad in ["0", "65537", "", "-1", "+5", "16M", "1.5", "99999999999999999999999"] {
             assert_eq!(

@@ -444,7 +444,7 @@ pub fn create_with(
     with_table(|t| {
         if let Some(d) = t.get_mut(id) {
             for i in 0..args.vcpus {
-                match vcpu::create_vcpu(id, i, d.pml4, frame0, d.weight) {
+                match vcpu::create_vcpu(id, i, d.pml4, frame0, d.weight, d.policy.xcr0) {
                     Some(th) => d.vcpus.push(Vcpu { thread: th, started: i == 0 }),
                     None => failed = true,
                 }
@@ -663,8 +663,8 @@ fn canonical(a: u64) -> bool {
 /// Gives an incoming domain its vCPUs, clock and devices and (unless
 /// paused) starts it. On error the caller destroys the domain.
 pub fn finish_incoming(id: DomId, inc: Incoming) -> Result<(), String> {
-    let (pml4, weight, mem) =
-        with_table(|t| t.get(id).map(|d| (d.pml4, d.weight, d.mem_bytes))).ok_or("the domain vanished")?;
+    let (pml4, weight, mem, xcr0) = with_table(|t| t.get(id).map(|d| (d.pml4, d.weight, d.mem_bytes, d.policy.xcr0)))
+        .ok_or("the domain vanished")?;
     let mut threads: Vec<Vcpu> = Vec::new();
     let fail = |threads: &mut Vec<Vcpu>, e: String| {
         with_table(|t| {
@@ -708,13 +708,13 @@ pub fn finish_incoming(id: DomId, inc: Incoming) -> Result<(), String> {
             rflags,
             ss: u64::from(gdt::USER_DS),
         };
-        let fpu = crate::arch::fpu::FpuState::import(v.fpu_format, v.xcr0, &v.fpu)
+        let fpu = crate::arch::fpu::FpuState::import(v.fpu_format, v.xcr0 & xcr0, &v.fpu)
             .map_err(|e| alloc::format!("vcpu {}: {e}", v.index));
         let fpu = match fpu {
             Ok(f) => f,
             Err(e) => return fail(&mut threads, e),
         };
-        let Some(th) = vcpu::create_vcpu(id, v.index, pml4, frame, weight) else {
+        let Some(th) = vcpu::create_vcpu(id, v.index, pml4, frame, weight, xcr0) else {
             return fail(&mut threads, "out of memory for vCPU stacks".into());
         };
         vcpu::install(th, v.fs_base, v.gs_base, fpu);

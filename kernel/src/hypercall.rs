@@ -50,6 +50,7 @@ pub fn dispatch(f: &mut TrapFrame) {
         nr::VCPU_ID => Ok(u64::from(idx)),
         nr::EVENTS => with_dom(dom, |d| Ok(core::mem::take(&mut d.events))),
         nr::VCPU_UP => vcpu_up(dom, a1, a2, a3, a4),
+        nr::CPUID => cpuid(dom, a1, a2, a3, a4),
         nr::NET_INFO => net_info(dom, a1, a2),
         nr::NET_WRITE => net_write(dom, a1, a2),
         nr::NET_READ => net_read(dom, a1, a2),
@@ -118,6 +119,28 @@ fn block(dom: DomId, deadline: u64) -> Result<u64, Error> {
     let host_deadline = if deadline == u64::MAX { None } else { Some(host_deadline) };
     vcpu::block_current(host_deadline);
     with_dom(dom, |d| Ok(d.events))
+}
+
+/// CPUID filtered through the domain's CPU policy.
+fn cpuid(dom: DomId, leaf: u64, sub: u64, buf: u64, len: u64) -> Result<u64, Error> {
+    if len > MAX_IO_BYTES {
+        return Err(Error::TooBig);
+    }
+    if len < 16 {
+        return Err(Error::Invalid);
+    }
+    let (leaf, sub) =
+        (u32::try_from(leaf).map_err(|_| Error::Invalid)?, u32::try_from(sub).map_err(|_| Error::Invalid)?);
+    let r = crate::arch::cpu::cpuid(leaf, sub);
+    with_dom(dom, |d| {
+        let regs = d.policy.filter_leaf(leaf, sub, [r.eax, r.ebx, r.ecx, r.edx]);
+        let mut out = [0u8; 16];
+        for (i, v) in regs.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        d.copy_to(buf, &out)?;
+        Ok(16)
+    })
 }
 
 fn vcpu_up(dom: DomId, which: u64, rip: u64, rsp: u64, arg: u64) -> Result<u64, Error> {

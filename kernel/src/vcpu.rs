@@ -45,6 +45,8 @@ struct Thread {
     fs: u64,
     gs: u64,
     owner: Option<(DomId, u32)>,
+    /// The XSAVE components the vCPU's domain may use (its CPU policy).
+    xcr0: u64,
 }
 
 struct State {
@@ -76,6 +78,7 @@ pub fn init() {
         fs: 0,
         gs: 0,
         owner: None,
+        xcr0: 0,
     });
     let mut threads = BTreeMap::new();
     threads.insert(SHELL, shell);
@@ -106,7 +109,7 @@ pub fn current_vcpu() -> Option<(DomId, u32)> {
 }
 
 /// Creates a (paused) vCPU thread that will enter ring 3 with `frame`.
-pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16) -> Option<ThreadId> {
+pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16, xcr0: u64) -> Option<ThreadId> {
     let top = mm::alloc_stack(VCPU_STACK_PAGES)?;
     let Some(fpu) = FpuState::new() else {
         mm::free_stack(top, VCPU_STACK_PAGES);
@@ -135,6 +138,7 @@ pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16
         fs: 0,
         gs: 0,
         owner: Some((dom, idx)),
+        xcr0,
     });
     with(|s| {
         let id = s.next_id;
@@ -182,6 +186,7 @@ pub fn spawn_kernel(entry: extern "C" fn(u64) -> !, arg: u64, weight: u16) -> Op
         fs: 0,
         gs: 0,
         owner: None,
+        xcr0: 0,
     });
     with(|s| {
         let id = s.next_id;
@@ -469,8 +474,13 @@ pub fn schedule() {
                     f.save();
                 }
             }
-            if let Some(f) = s.threads.get(&next).and_then(|t| t.fpu.as_ref()) {
-                f.restore();
+            if let Some(t) = s.threads.get(&next) {
+                if let Some(f) = t.fpu.as_ref() {
+                    // XCR0 limits the guest to its policy's components;
+                    // saved under the owner's, restored under the next's.
+                    crate::arch::fpu::set_xcr0(t.xcr0);
+                    f.restore();
+                }
             }
             s.fpu_owner = Some(next);
         }

@@ -145,3 +145,17 @@ pub unsafe fn vcpu_up(vcpu: u32, entry: extern "C" fn(u64) -> !, stack_top: *mut
     let raw = unsafe { hypercall(nr::VCPU_UP, u64::from(vcpu), __rhv_vcpu_start as *const () as u64, rsp as u64, arg) };
     result(raw).map(|_| ())
 }
+
+/// CPUID leaf `leaf`/`subleaf` as the hypervisor lets this domain see it
+/// (its CPU policy: features the domain must not rely on are cleared, so
+/// they stay valid on every host it may migrate to). `[eax, ebx, ecx, edx]`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> Result<[u32; 4], Error> {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is a live, writable local of the length passed.
+    let raw = unsafe {
+        super::raw::hypercall(crate::nr::CPUID, u64::from(leaf), u64::from(subleaf), b.as_mut_ptr() as u64, 16)
+    };
+    Error::from_raw(raw)?;
+    let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok([w(0), w(4), w(8), w(12)])
+}

@@ -63,7 +63,8 @@ mod vcpu;
 pub use console::{write_all, write_fmt, StackWriter};
 pub use env::{env, Arg, Args, Env};
 pub use hypercalls::{
-    block_until, clock_monotonic, clock_wall, console_read, console_write, events, exit, vcpu_id, vcpu_up, yield_now,
+    block_until, clock_monotonic, clock_wall, console_read, console_write, cpuid, events, exit, vcpu_id, vcpu_up,
+    yield_now,
 };
 pub use sync::YieldLock;
 pub use time::{now, read_time_record, sleep, sleep_ms, sleep_ns, wait_until, wall_ns};

@@ -12,6 +12,8 @@ use super::cpu;
 static XSAVE: AtomicBool = AtomicBool::new(false);
 static XCR0: AtomicU64 = AtomicU64::new(0);
 static AREA_SIZE: AtomicU64 = AtomicU64::new(512);
+/// XCR0 as currently loaded (the FPU owner's domain's).
+static CUR_XCR0: AtomicU64 = AtomicU64::new(0);
 
 /// Turns on SSE (and XSAVE with every user state component the CPU has:
 /// x87, SSE, AVX, AVX-512 parts) for guests.
@@ -37,6 +39,7 @@ pub fn init() {
         let size = u64::from(cpu::cpuid(0xD, 0).ebx).max(576);
         AREA_SIZE.store(size, Ordering::Relaxed);
         XCR0.store(xcr0, Ordering::Relaxed);
+        CUR_XCR0.store(xcr0, Ordering::Relaxed);
         XSAVE.store(true, Ordering::Relaxed);
     }
 }
@@ -108,6 +111,25 @@ impl FpuState {
             unsafe { asm!("fxrstor64 [{}]", in(reg) self.ptr, options(nostack, preserves_flags)) };
         }
     }
+}
+
+/// Sets XCR0 (the XSAVE components user code may use) to `want` limited
+/// to what the host enables; no-op without XSAVE or when unchanged.
+pub fn set_xcr0(want: u64) {
+    if !XSAVE.load(Ordering::Relaxed) {
+        return;
+    }
+    let v = (want & XCR0.load(Ordering::Relaxed)) | 0b11;
+    if CUR_XCR0.load(Ordering::Relaxed) == v {
+        return;
+    }
+    // SAFETY: CR4.OSXSAVE is set (XSAVE true); `v` is a subset of the
+    // components init() enabled and always has x87 and SSE, and AVX-512
+    // bits come only with AVX (the policy's rule), so XSETBV cannot fault.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack, preserves_flags));
+    }
+    CUR_XCR0.store(v, Ordering::Relaxed);
 }
 
 /// Saved-area formats, as the migration stream names them.
