@@ -6,6 +6,15 @@ use systest::rig::Rig;
 use systest::{images, timeouts, Error, Qemu, QemuBuilder, Regex};
 
 const CMD: Duration = timeouts::COMMAND;
+
+/// Every test here runs two QEMUs at once; with the harness's limit of two
+/// QEMUs per process, two such tests at a time would each hold one slot and
+/// wait forever for a second. They take turns.
+static TWO_HOSTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TWO_HOSTS.lock().unwrap_or_else(|p| p.into_inner())
+}
 const KEY: &str = "rhv-test-cluster-key-0123456789";
 
 /// A hypervisor on tap `i` with relocation on (and `extra` options).
@@ -56,6 +65,7 @@ fn last_beat(q: &mut Qemu, dom: &str, after: u64) -> Result<(u64, f64), Error> {
 
 #[test]
 fn cold_then_live_migration_keeps_the_guest_running() -> Result<(), Error> {
+    let _turn = turn();
     let Some(rig) = Rig::up_or_skip(2, "cold_then_live_migration_keeps_the_guest_running") else { return Ok(()) };
     let allow = "\"relocation-hosts-allow=^10\\\\.77\\\\.0\\\\.\"";
     let mut a = host(&rig, 0, "hostA", None, allow)?;
@@ -89,5 +99,161 @@ fn cold_then_live_migration_keeps_the_guest_running() -> Result<(), Error> {
     assert_eq!(row(&mut a, "rx7")?.map(|r| r.0), Some(2));
     let (seq2, _) = last_beat(&mut a, "rx7", seq1 + 3)?;
     assert!(seq2 > seq1);
+    Ok(())
+}
+
+/// Runs a shell script inside the rig (with a timeout); stdout.
+fn sh(rig: &Rig, script: &str, secs: u64) -> Result<String, Error> {
+    let out = rig
+        .exec(&["timeout", &secs.to_string(), "sh", "-c", script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Setup(format!("sh in rig: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_destination_refuses_a_cpu_it_cannot_honour_before_any_page_moves() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "the_destination_refuses_a_cpu_it_cannot_honour") else { return Ok(()) };
+    // hostA has a rich CPU, hostB QEMU's minimal qemu64.
+    let mut a = host(&rig, 0, "hostA", Some("max"), "")?;
+    let mut b = host(&rig, 1, "hostB", Some("qemu64"), "")?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    a.command("create heartbeat name=wide extra=\"period_ms=100\"", CMD)?;
+    let (seq0, _) = last_beat(&mut a, "wide", 2)?;
+    let out = a.command(&format!("migrate --live wide {}", rig.ip(3)), Duration::from_secs(60))?;
+    assert!(
+        out.contains("error: migrate wide: refused: this host's CPU lacks features the domain's policy needs: ")
+            && out.contains("ssse3")
+            && out.contains("; the domain stays here"),
+        "{out}"
+    );
+    assert!(!out.contains("migrate: round"), "no page moved: {out}");
+    // Still here, still running; nothing there.
+    assert!(row(&mut a, "wide")?.is_some());
+    assert_eq!(row(&mut b, "wide")?, None);
+    let (seq1, _) = last_beat(&mut a, "wide", seq0 + 2)?;
+    assert!(seq1 > seq0);
+    let out = b.command("mem", CMD)?;
+    assert!(!out.is_empty());
+
+    // Levelled down to the pool's baseline, the domain sees only that and moves.
+    a.command("create heartbeat name=level cpuid=x86-64-v1 extra=\"period_ms=100 show_cpu=1\"", CMD)?;
+    a.send_line("console level")?;
+    let line = a.expect(Regex::new(r"heartbeat: cpuid 1.ecx=([0-9a-f]{8})").unwrap(), Duration::from_secs(30))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    let ecx = u32::from_str_radix(&line[line.len() - 8..], 16).unwrap();
+    assert_eq!(
+        ecx & ((1 << 0) | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23)),
+        0,
+        "sse3/ssse3/sse4/popcnt hidden: {line}"
+    );
+    let out = a.command(&format!("migrate level {}", rig.ip(3)), Duration::from_secs(60))?;
+    assert!(out.contains("migrate: level done: cold"), "{out}");
+    assert!(row(&mut b, "level")?.is_some());
+    last_beat(&mut b, "level", 3)?;
+    Ok(())
+}
+
+#[test]
+fn relocation_admits_only_allowed_hosts_with_the_key() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "relocation_admits_only_allowed_hosts_with_the_key") else { return Ok(()) };
+    // hostA allows only hypervisor addresses; hostB has another key.
+    let mut a = host(&rig, 0, "hostA", None, "\"relocation-hosts-allow=^10\\\\.77\\\\.0\\\\.[2-9]$\"")?;
+    let mut b = host(&rig, 1, "hostB", None, "relocation-key=some-other-cluster-key-42")?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    // Linux (10.77.0.1) is not on hostA's list: told why, logged.
+    let out = sh(&rig, &format!("nc -w 5 {} 8002 < /dev/null | strings", rig.ip(2)), 15)?;
+    assert!(out.contains("not in relocation-hosts-allow"), "{out}");
+    a.expect(format!("relocation: {}: refused: not in relocation-hosts-allow", rig.bridge_ip()).as_str(), CMD)?;
+    // Wrong key both ways: refused, the domain stays.
+    a.command("create heartbeat name=hb extra=\"period_ms=100\"", CMD)?;
+    let out = a.command(&format!("migrate hb {}", rig.ip(3)), Duration::from_secs(60))?;
+    assert!(out.contains(&format!("error: migrate hb: refused by {}: bad key", rig.ip(3))), "{out}");
+    assert!(row(&mut a, "hb")?.is_some());
+    b.command("create heartbeat name=hb2 extra=\"period_ms=100\"", CMD)?;
+    let out = b.command(&format!("migrate hb2 {}", rig.ip(2)), Duration::from_secs(60))?;
+    assert!(out.contains("error: migrate hb2: refused by") && out.contains("bad key"), "{out}");
+    // Garbage, a silent half-open peer and a port scan do not wedge hostB.
+    // (The server takes one connection at a time, so a try may meet no
+    // listener; it is repeated until the server has read and refused one.)
+    let refused = Regex::new(&format!(r"relocation: {}: refused: ", rig.bridge_ip())).unwrap();
+    let mut seen = false;
+    for _ in 0..5 {
+        sh(&rig, &format!("head -c 1000000 /dev/urandom | nc -w 3 {} 8002 | wc -c", rig.ip(3)), 20)?;
+        if b.expect(refused.clone(), Duration::from_secs(5)).is_ok() {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "hostB never refused the garbage");
+    let silent = rig
+        .exec(&["timeout", "20", "nc", &rig.ip(3), "8002"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Setup(e.to_string()))?;
+    b.expect("handshake: timed out waiting for the peer", Duration::from_secs(40))?;
+    drop(silent);
+    for port in [8001u16, 8002, 8003] {
+        let _ = sh(&rig, &format!("nc -z -w 1 {} {port}", rig.ip(3)), 5)?;
+    }
+    let out = b.command("list", CMD)?;
+    assert!(out.contains("hb2"), "{out}");
+    let out = b.command("mem", CMD)?;
+    assert!(out.contains("heap"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn live_migration_keeps_tcp_streams_memory_and_disks() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "live_migration_keeps_tcp_streams_memory_and_disks") else { return Ok(()) };
+    let mut a = host(&rig, 0, "hostA", None, "")?;
+    let mut b = host(&rig, 1, "hostB", None, "")?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    let guest_ip = rig.ip(10);
+    let out = a.command(
+        &format!("create echo-server name=echo vif=mac=02:00:00:77:00:10 extra=\"ip={guest_ip}/24 port=7\""),
+        CMD,
+    )?;
+    assert!(out.contains("(echo)"), "{out}");
+    a.command("create memdirty name=dirty memory=32 extra=\"mib=16 rate=4 report_s=1\"", CMD)?;
+    rig.wait_ping(&guest_ip, Duration::from_secs(20))?;
+    // A Linux client streams through the echo guest while it moves A → B → A.
+    let tool = systest::repo_root().join("tests/tools/echostream.py");
+    let client = rig
+        .exec(&["timeout", "300", "python3", tool.to_str().unwrap(), &guest_ip, "7", "25", "128"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Setup(e.to_string()))?;
+    a.send_line("console echo")?;
+    a.expect("echo-server: tcp open", Duration::from_secs(30))?; // the stream runs
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    let done = Regex::new(r"migrate: (\w+) done: live, (\d+) round\(s\), .* downtime (\d+) ms").unwrap();
+    let out = a.command(&format!("migrate --live echo {}", rig.ip(3)), Duration::from_secs(120))?;
+    assert!(done.is_match(&out), "{out}");
+    let out = a.command(&format!("migrate --live dirty {}", rig.ip(3)), Duration::from_secs(180))?;
+    assert!(done.is_match(&out), "{out}");
+    b.send_line("console dirty")?;
+    b.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    b.send(b"\x1d")?;
+    b.expect(systest::PROMPT, CMD)?;
+    let out = b.command(&format!("migrate --live echo {}", rig.ip(2)), Duration::from_secs(120))?;
+    assert!(done.is_match(&out), "{out}");
+    let res = client.wait_with_output().map_err(|e| Error::Setup(e.to_string()))?;
+    let text = String::from_utf8_lossy(&res.stdout).to_string() + &String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success() && text.contains("echostream: sent="), "the TCP stream broke: {text}");
+    let c = Regex::new(r"sent=(\d+) verified=(\d+)").unwrap().captures(&text).unwrap();
+    assert_eq!(&c[1], &c[2], "{text}");
+    assert!(c[1].parse::<u64>().unwrap() > 1_000_000, "{text}");
     Ok(())
 }
