@@ -1,8 +1,10 @@
 //! `rhv-fuzz`: a small, dependency-free mutation fuzzer for the decoders
 //! that read untrusted bytes (NFS/MOUNT/portmap/RPC replies from the
 //! network, guest ELF images, configuration files from a share, the kernel
-//! command line). It runs on stable Rust: there is no libFuzzer and no
-//! coverage instrumentation.
+//! command line, and for migration: the migration stream, the relocation
+//! port's handshake and channel, CPU policy blobs and `cpuid=` strings). It
+//! runs on stable Rust: there is no libFuzzer and no coverage
+//! instrumentation.
 //!
 //! How it works: each [`Target`] supplies a few *valid* encodings as seeds
 //! and a `run` function that decodes one input and returns its
@@ -25,13 +27,13 @@
 //!
 //! ```text
 //! Target {
-//!     name: "migstream::decode",
-//!     seeds: seeds::migstream,
-//!     run: |b| outcome(hypervisor::migstream::decode(b)),
+//!     name: "portmap::decode_getport_result",
+//!     seeds: seeds::getport,
+//!     run: |b| outcome(portmap::decode_getport_result(b)),
 //! },
 //! ```
 //!
-//! and write `seeds::migstream() -> Vec<Vec<u8>>` in `seeds.rs`, returning a
+//! and write `seeds::getport() -> Vec<Vec<u8>>` in `seeds.rs`, returning a
 //! few valid encodings (built with the module's own encoder where there is
 //! one), so that mutation starts deep inside the format. [`outcome`] turns
 //! any `Result<T, E: Display>` into a class; a target with more to say

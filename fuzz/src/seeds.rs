@@ -4,8 +4,16 @@
 //! `nfs3::Fattr3::encode`) and otherwise write replies field by field with
 //! the public [`XdrWriter`], as a server would (the NFS test server in
 //! `net/src/nfs/fake.rs` is `#[cfg(test)]`, so its pieces are not reachable
-//! from here). `tests::every_seed_is_accepted` checks that each decodes.
+//! from here). The hypervisor's seeds come from its own encoders too
+//! (`migstream::encode`, `CpuPolicy::encode`) and, for the relocation
+//! handshake, from running a real client and server against each other.
+//! `tests::every_seed_is_accepted` checks that each decodes.
 
+use hypervisor::cpupolicy::{self, CpuPolicy};
+use hypervisor::migstream::{
+    self, DeviceRecord, DiskRecord, DomainRecord, Header, PageData, PermRun, Record, TimeRecord, VcpuRecord,
+};
+use hypervisor::relocauth::{self, Channel, ClientHandshake, ClientStep, Mode, Psk, ServerHandshake};
 use net::mount3::{self, ExportNode};
 use net::nfs3::{FType3, Fattr3, NfsTime3};
 use net::rpc::{self, Auth, AuthSys, Xid};
@@ -505,4 +513,326 @@ pub fn cmdline() -> Vec<Vec<u8>> {
         br#""hostname=a_b" panic="halt" nfs="srv:/a b@/mnt" loglevel=trace"#.to_vec(),
         b"ip=dhcp\tselftest=yes\r\n".to_vec(),
     ]
+}
+
+// ---- hypervisor::migstream ----
+
+/// A page of recognisable, non-zero bytes.
+fn mig_page(seed: u8) -> Box<[u8; migstream::PAGE_SIZE]> {
+    let mut p = Box::new([0u8; migstream::PAGE_SIZE]);
+    for (i, b) in p.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
+    }
+    p
+}
+
+/// A 16 MiB domain (4096 pages): its layout covers every page from 0.
+fn mig_domain(vcpus: u32) -> DomainRecord {
+    DomainRecord {
+        name: "rx7".into(),
+        memory_mib: 16,
+        vcpus,
+        weight: 256,
+        image: "/var/xen/heartbeat.elf".into(),
+        extra: "console=hvc0 quiet".into(),
+        vifs: vec![[0x00, 0x16, 0x3e, 1, 2, 3], [0x00, 0x16, 0x3e, 4, 5, 6]],
+        disks: vec![DiskRecord { target: "/var/xen/rx7.img".into(), vdev: "xvda".into(), writable: true }],
+        on_poweroff: 0,
+        on_crash: 2,
+        on_reboot: 1,
+        cpuid: "host,avx512f=0".into(),
+        layout: vec![
+            PermRun { first: 0, count: 1, perms: 0 },
+            PermRun { first: 1, count: 15, perms: migstream::PERM_READ | migstream::PERM_EXEC },
+            PermRun { first: 16, count: 4080, perms: migstream::PERM_READ | migstream::PERM_WRITE },
+        ],
+    }
+}
+
+/// A 1 MiB domain with every optional part empty and one layout run.
+fn mig_small_domain() -> DomainRecord {
+    DomainRecord {
+        name: "d".into(),
+        memory_mib: 1,
+        vcpus: 1,
+        weight: 1,
+        image: String::new(),
+        extra: String::new(),
+        vifs: Vec::new(),
+        disks: Vec::new(),
+        on_poweroff: migstream::MAX_ACTION,
+        on_crash: 0,
+        on_reboot: 0,
+        cpuid: String::new(),
+        layout: vec![PermRun { first: 0, count: 256, perms: migstream::PERM_READ | migstream::PERM_WRITE }],
+    }
+}
+
+/// vCPU `index` with an FXSAVE image, or the smallest XSAVE one.
+fn mig_vcpu(index: u32, xsave: bool) -> VcpuRecord {
+    let mut regs = [0u64; migstream::NUM_REGS];
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = 0x0111_0000_0000_0000u64.wrapping_mul(i as u64 + 1) + u64::from(index);
+    }
+    let fpu_bytes = if xsave { migstream::XSAVE_MIN_BYTES } else { migstream::FXSAVE_BYTES };
+    VcpuRecord {
+        index,
+        regs,
+        fs_base: 0x7000_0000,
+        gs_base: 0x7100_0000 + u64::from(index),
+        state: migstream::VCPU_BLOCKED,
+        deadline_ns: 5_000_000_123,
+        fpu_format: if xsave { migstream::FPU_XSAVE } else { migstream::FPU_FXSAVE },
+        xcr0: if xsave { 0x7 } else { 0 },
+        fpu: (0..fpu_bytes).map(|i| i as u8).collect(),
+    }
+}
+
+fn mig_encode(recs: &[Record]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in recs {
+        migstream::encode(r, &mut out);
+    }
+    out
+}
+
+/// One record of every type (several for some), each encoded alone. Raw
+/// pages are few: their 4 KiB of data is no use to mutate.
+pub fn migstream_records() -> Vec<Vec<u8>> {
+    let recs = [
+        Record::Header(Header::new(migstream::FLAG_LIVE | migstream::FLAG_PAUSED_AT_DEST, 4096, 4)),
+        Record::Header(Header::new(migstream::FLAG_SAVE_FILE, migstream::MAX_GUEST_PAGES, migstream::MAX_VCPUS)),
+        Record::DomainConfig(mig_domain(4)),
+        Record::DomainConfig(mig_small_domain()),
+        Record::CpuPolicy(cpu_host().encode()),
+        Record::CpuPolicy(Vec::new()),
+        Record::Time(TimeRecord { guest_ns: 123_456_789, source_tsc_hz: 2_400_000_000, wall_ns: 0, generation: 7 }),
+        Record::Pages(vec![(0, PageData::Zero), (4095, PageData::Raw(mig_page(3))), (17, PageData::Zero)]),
+        Record::Pages(vec![(migstream::MAX_GUEST_PAGES - 1, PageData::Zero), (1, PageData::Zero)]),
+        Record::Vcpu(mig_vcpu(0, false)),
+        Record::Vcpu(mig_vcpu(63, true)),
+        Record::Device(DeviceRecord { events: 0b1010, shutdown_requested: true, console: b"hello\n".to_vec() }),
+        Record::End { pages_sent: 99 },
+        Record::Round { round: 3, pages: 1234 },
+        Record::Accept,
+        Record::Refuse { reason: "missing CPU features: avx2 bmi2".into() },
+        Record::Resumed { domid: 12 },
+        Record::Abort { reason: "operator cancelled".into() },
+        Record::Abort { reason: String::new() },
+    ];
+    recs.iter().map(|r| mig_encode(std::slice::from_ref(r))).collect()
+}
+
+/// A whole source stream for a 4096-page domain with `vcpus` vCPUs
+/// (sent in reverse order).
+fn mig_stream(vcpus: u32) -> Vec<Record> {
+    let mut v = vec![
+        Record::Header(Header::new(migstream::FLAG_LIVE, 4096, vcpus)),
+        Record::DomainConfig(mig_domain(vcpus)),
+        Record::CpuPolicy(CpuPolicy::baseline("x86-64-v2").expect("a psABI level").encode()),
+        Record::Round { round: 0, pages: 3 },
+        Record::Pages(vec![(0, PageData::Zero), (1, PageData::Raw(mig_page(1))), (4095, PageData::Zero)]),
+        Record::Round { round: 1, pages: 1 },
+        Record::Pages(vec![(2, PageData::Zero)]),
+        Record::Time(TimeRecord { guest_ns: 1, source_tsc_hz: 2, wall_ns: 3, generation: 4 }),
+    ];
+    for i in (0..vcpus).rev() {
+        v.push(Record::Vcpu(mig_vcpu(i, i % 2 == 0)));
+    }
+    v.push(Record::Device(DeviceRecord { events: 2, shutdown_requested: false, console: b"log".to_vec() }));
+    v.push(Record::End { pages_sent: 4 });
+    v
+}
+
+/// First byte: how the stream is chunked (see `targets::migstream_reader`);
+/// then whole streams, and one that aborts after the configuration.
+pub fn migstream_streams() -> Vec<Vec<u8>> {
+    let two = mig_encode(&mig_stream(2));
+    let one = mig_encode(&mig_stream(1));
+    let mut aborted = mig_stream(1);
+    aborted.truncate(2);
+    aborted.push(Record::Abort { reason: "disk full".into() });
+    let aborted = mig_encode(&aborted);
+    [(0x07, &two), (0x00, &one), (0x2d, &two), (0x16, &aborted), (0x05, &one)]
+        .iter()
+        .map(|&(h, s)| [&[h][..], s].concat())
+        .collect()
+}
+
+// ---- hypervisor::relocauth ----
+
+/// The key both hosts share in every relocation seed and target.
+pub const RELOC_SECRET: &[u8] = b"fuzzing relocation key";
+/// The server's nonce in every HELLO.
+pub const RELOC_SERVER_NONCE: [u8; 32] = [0x5a; 32];
+/// The client's nonce in every AUTH.
+pub const RELOC_CLIENT_NONCE: [u8; 32] = [0xc3; 32];
+/// What each side seals after the handshake, in order: with AEAD, no other
+/// frame can open.
+pub const RELOC_MESSAGES: [&[u8]; 3] = [b"the first record", b"", &[0xab; 100]];
+
+pub fn reloc_psk() -> Psk {
+    Psk::from_secret(RELOC_SECRET).expect("a long enough secret")
+}
+
+/// A real handshake's frames and the connected channels.
+pub struct RelocSession {
+    pub hello: Vec<u8>,
+    pub auth: Vec<u8>,
+    pub welcome: Vec<u8>,
+    pub client: Channel,
+    pub server: Channel,
+}
+
+/// The AUTH a real client (nonce [`RELOC_CLIENT_NONCE`]) answers `hello`
+/// with, asking for `mode`.
+pub fn reloc_auth(hello: &[u8], mode: Mode) -> Vec<u8> {
+    match ClientHandshake::new(reloc_psk(), RELOC_CLIENT_NONCE, mode).push(hello) {
+        Ok(ClientStep::Send(auth)) => auth,
+        other => panic!("a real client does not answer the HELLO: {:?}", other.err()),
+    }
+}
+
+/// Runs a real handshake in `mode` (the server allows plain mode).
+pub fn reloc_session(mode: Mode) -> RelocSession {
+    let (mut server, hello) = ServerHandshake::new(reloc_psk(), RELOC_SERVER_NONCE, true);
+    let mut client = ClientHandshake::new(reloc_psk(), RELOC_CLIENT_NONCE, mode);
+    let Ok(ClientStep::Send(auth)) = client.push(&hello) else { panic!("a real client does not answer the HELLO") };
+    let Ok(Some((server, welcome))) = server.push(&auth) else { panic!("a real server refuses a real AUTH") };
+    let Ok(ClientStep::Done(client)) = client.push(&welcome) else { panic!("a real client refuses a real WELCOME") };
+    RelocSession { hello, auth, welcome, client, server }
+}
+
+/// [`RELOC_MESSAGES`] sealed by `ch`, one frame each.
+pub fn reloc_frames(ch: &mut Channel) -> Vec<u8> {
+    RELOC_MESSAGES.iter().flat_map(|m| ch.seal(m).expect("a small message")).collect()
+}
+
+/// First byte: bit 0 allow_plain, the rest chunking (see
+/// `targets::reloc_server`); then what the client sends: an AUTH (AEAD or
+/// plain), possibly followed by frames, or a REFUSE.
+pub fn reloc_server() -> Vec<Vec<u8>> {
+    let mut aead = reloc_session(Mode::Aead);
+    let mut plain = reloc_session(Mode::Plain);
+    let refuse = relocauth::refuse_frame("unsupported protocol version: server speaks v2, this host speaks v1");
+    vec![
+        [&[0x00][..], &aead.auth].concat(),
+        [&[0x01][..], &plain.auth].concat(),
+        [&[0x0e][..], &aead.auth, &reloc_frames(&mut aead.client)].concat(),
+        [&[0x0b][..], &plain.auth, &reloc_frames(&mut plain.client)].concat(),
+        [&[0x00][..], &refuse].concat(),
+    ]
+}
+
+/// First byte: bit 0 plain mode, the rest chunking (see
+/// `targets::reloc_client`); then what the server sends: HELLO, WELCOME
+/// and frames, HELLO alone, or HELLO and a REFUSE.
+pub fn reloc_client() -> Vec<Vec<u8>> {
+    let mut aead = reloc_session(Mode::Aead);
+    let mut plain = reloc_session(Mode::Plain);
+    let refuse = relocauth::refuse_frame("plain mode not allowed by this host");
+    vec![
+        [&[0x00][..], &aead.hello, &aead.welcome].concat(),
+        [&[0x01][..], &plain.hello, &plain.welcome].concat(),
+        [&[0x0e][..], &aead.hello, &aead.welcome, &reloc_frames(&mut aead.server)].concat(),
+        [&[0x07][..], &plain.hello, &plain.welcome, &reloc_frames(&mut plain.server)].concat(),
+        [&[0x00][..], &aead.hello].concat(),
+        [&[0x01][..], &plain.hello, &refuse].concat(),
+    ]
+}
+
+/// First byte: bit 0 plain mode, bit 1 the direction (client to server or
+/// back), the rest chunking (see `targets::reloc_channel`); then the frames
+/// the other side sealed.
+pub fn reloc_channel() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (h, chunking) in [(0, 0x1c), (1, 0x00), (2, 0x04), (3, 0x18)] {
+        let mode = if h & 1 == 0 { Mode::Aead } else { Mode::Plain };
+        let mut s = reloc_session(mode);
+        let frames = if h & 2 == 0 { reloc_frames(&mut s.client) } else { reloc_frames(&mut s.server) };
+        out.push([&[h | chunking][..], &frames].concat());
+    }
+    out
+}
+
+// ---- hypervisor::cpupolicy ----
+
+fn bits(list: &[u8]) -> u32 {
+    list.iter().fold(0, |acc, &b| acc | 1 << b)
+}
+
+/// CPUID of a Skylake-SP-like server (AVX-512, no SHA), as `from_cpuid`
+/// asks for it.
+fn skylake(leaf: u32, subleaf: u32) -> [u32; 4] {
+    match (leaf, subleaf) {
+        (0, _) => [0x16, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
+        (1, _) => [
+            0x0005_0654,
+            0x0010_0800,
+            bits(&[0, 1, 3, 5, 9, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]),
+            0xBFEB_FBFF,
+        ],
+        (7, 0) => [
+            0,
+            bits(&[0, 1, 3, 4, 5, 7, 8, 9, 10, 11, 14, 16, 17, 18, 19, 20, 23, 24, 25, 28, 30, 31]),
+            bits(&[3]),
+            bits(&[10, 26, 27, 28, 29, 31]),
+        ],
+        (0xD, 1) => [0xF, 0xA88, 0x100, 0],
+        (0x8000_0000, _) => [0x8000_0008, 0, 0, 0],
+        (0x8000_0001, _) => [0, 0, bits(&[0, 5, 8]), bits(&[11, 20, 26, 27, 29])],
+        _ => [0; 4],
+    }
+}
+
+/// QEMU's qemu64 model: no XSAVE, AMD-style leaf 0x80000001.
+fn qemu64(leaf: u32, _subleaf: u32) -> [u32; 4] {
+    match leaf {
+        0 => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
+        1 => [0x663, 0x0000_0800, bits(&[0, 13, 31]), 0x078B_FBFF],
+        0x8000_0000 => [0x8000_000A, 0, 0, 0],
+        0x8000_0001 => [0, 0, bits(&[0, 2]), 0x2193_FBFF],
+        _ => [0; 4],
+    }
+}
+
+/// The host policy `parse_spec` is fuzzed against: the Skylake-like CPU
+/// with XCR0 x87 | SSE | AVX | AVX-512.
+pub fn cpu_host() -> CpuPolicy {
+    CpuPolicy::from_cpuid(skylake, 0xE7)
+}
+
+/// A second host for `parse_spec`: qemu64, below x86-64-v2.
+pub fn cpu_old_host() -> CpuPolicy {
+    CpuPolicy::from_cpuid(qemu64, 0)
+}
+
+/// Blobs of a host policy, two psABI baselines, a host without XSAVE, and
+/// one that leaves every word out (no features).
+pub fn cpupolicy_blobs() -> Vec<Vec<u8>> {
+    let level = |name| CpuPolicy::baseline(name).expect("a psABI level").encode();
+    vec![
+        cpu_host().encode(),
+        level("x86-64-v2"),
+        level("x86-64-v4"),
+        cpu_old_host().encode(),
+        [&[cpupolicy::BLOB_VERSION, 0][..], &(cpupolicy::XCR0_X87 | cpupolicy::XCR0_SSE).to_le_bytes()].concat(),
+    ]
+}
+
+/// `cpuid=` strings as domain configs write them (all valid on
+/// [`cpu_host`]), with aliases and spellings to feed the dictionary.
+pub fn cpuid_specs() -> Vec<Vec<u8>> {
+    [
+        "host",
+        "x86-64-v2,avx=0",
+        "x86-64-v3,sse4_2=0",
+        "host,avx512f=0,pku=0",
+        "x86-64-v2, aes=1 ,pclmulqdq=1,popcnt=0",
+        "X86_64-V3,SSE4.2=0,lzcnt=0,pni=1,sse4-1=1,avx2=0,avx2=1",
+        "x86-64-v4,avx512vl=0,sha_ni=0,3dnowprefetch=1,page1gb=1",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
 }

@@ -4,19 +4,26 @@
 //! Besides "never panics", some targets check properties the decoders
 //! document (a READ never returns more than requested, record reassembly
 //! does not depend on how the stream is chunked, an accepted ELF image
-//! lies inside guest memory, ...): a violated property is reported like a
-//! panic, with the input.
+//! lies inside guest memory, an accepted migration record re-encodes to
+//! the bytes it came from, only what the peer sealed opens on a relocation
+//! channel, ...): a violated property is reported like a panic, with the
+//! input.
 
 use std::collections::BTreeSet;
 
 use guest_abi::{IMAGE_BASE, INITIAL_STACK_BYTES};
+use hypervisor::cpupolicy::{self, parse_spec, CpuPolicy};
+use hypervisor::migstream::{self, Limits, Reader, Record, StreamError};
+use hypervisor::relocauth::{
+    self, Channel, ChannelError, ClientHandshake, ClientStep, HandshakeError, Mode, ServerHandshake,
+};
 use hypervisor::{cmdline, elf, xlcfg};
 use net::nfs3::{self, NfsStat3};
 use net::rpc::{self, Auth, RecordDecoder, RetryPolicy, RpcClient};
 use net::xdr::{XdrError, XdrReader};
 use net::{mount3, portmap};
 
-use crate::{chunks, class, err, outcome, seeds, Outcome, Target};
+use crate::{chunks, class, err, hex, outcome, seeds, Outcome, Target};
 
 /// Every target, in `--list` order.
 pub static TARGETS: &[Target] = &[
@@ -106,10 +113,14 @@ pub static TARGETS: &[Target] = &[
     Target { name: "elf::parse", seeds: seeds::elf, run: elf_parse },
     Target { name: "xlcfg::domain_config", seeds: seeds::xlcfg, run: xlcfg_domain_config },
     Target { name: "cmdline::parse", seeds: seeds::cmdline, run: cmdline_parse },
-    // Being written now; add a target for each once it lands:
-    // - migstream (kernel/src/migstream.rs): the migration stream decoder;
-    // - relocauth (kernel/src/relocauth.rs): the relocation handshake;
-    // - cpupolicy (kernel/src/cpupolicy.rs): the CPU policy parser.
+    // ---- hypervisor: migration (stream, relocation port, CPU policy) ----
+    Target { name: "migstream::decode", seeds: seeds::migstream_records, run: migstream_decode },
+    Target { name: "migstream::Reader::push_bytes", seeds: seeds::migstream_streams, run: migstream_reader },
+    Target { name: "relocauth::ServerHandshake::push", seeds: seeds::reloc_server, run: reloc_server },
+    Target { name: "relocauth::ClientHandshake::push", seeds: seeds::reloc_client, run: reloc_client },
+    Target { name: "relocauth::Channel::next", seeds: seeds::reloc_channel, run: reloc_channel },
+    Target { name: "cpupolicy::CpuPolicy::decode", seeds: seeds::cpupolicy_blobs, run: cpupolicy_decode },
+    Target { name: "cpupolicy::parse_spec", seeds: seeds::cpuid_specs, run: cpupolicy_parse_spec },
 ];
 
 /// The class of an NFS result: `ok` or `ok: <nfsstat3>` for a decoded
@@ -423,6 +434,316 @@ fn cmdline_parse(b: &[u8]) -> Outcome {
     out
 }
 
+// ---- hypervisor::migstream ----
+
+/// Checks an accepted record: the encoding is canonical (it re-encodes to
+/// exactly the bytes it took) and its length is in its header (a strict
+/// prefix only asks for more).
+fn check_record(b: &[u8], rec: &Record, n: usize) {
+    assert!((migstream::RECORD_HEADER_BYTES..=b.len().min(migstream::MAX_RECORD)).contains(&n), "took {n} bytes");
+    let mut again = Vec::new();
+    migstream::encode(rec, &mut again);
+    assert!(again == b[..n], "the record re-encodes to other bytes:\n{}", hex(&again));
+    assert_eq!(migstream::decode(&b[..n - 1], &Limits::MAX), Ok(None), "a strict prefix decoded");
+}
+
+/// One record from the front of the input, for the largest guest.
+fn migstream_decode(b: &[u8]) -> Outcome {
+    match migstream::decode(b, &Limits::MAX) {
+        Ok(Some((rec, n))) => {
+            check_record(b, &rec, n);
+            format!("ok: {}", migstream::record_name(rec.type_code()))
+        }
+        Ok(None) => "ok: needs more".into(),
+        Err(e) => {
+            assert!(!e.message.contains('\n'), "multi-line error: {e}");
+            err(e)
+        }
+    }
+}
+
+/// Checks a chunked read against a one-shot read of the same stream (same
+/// records or the same error), that the records read re-encode to the bytes
+/// consumed, that `finish` agrees, and that a dead reader stays dead.
+fn check_reader(stream: &[u8], r: &mut Reader, got: &[Record], res: &Result<(), StreamError>) {
+    let mut one = Reader::new();
+    match (res, one.push_bytes(stream)) {
+        (Ok(()), Ok(all)) => {
+            assert!(all == got, "chunked reading gives other records");
+            assert_eq!(one.buffered(), r.buffered());
+            let mut again = Vec::new();
+            for rec in got {
+                migstream::encode(rec, &mut again);
+            }
+            assert!(again == stream[..stream.len() - r.buffered()], "records re-encode to other bytes");
+            assert_eq!(r.finish().is_ok(), r.buffered() == 0 && (r.is_complete() || r.is_aborted()));
+        }
+        (Err(e), Err(f)) => {
+            assert_eq!(e, &f, "chunked and one-shot reading fail differently");
+            assert_eq!(r.push_bytes(b"\x01").err().as_ref(), Some(e), "a dead reader took bytes");
+            assert_eq!(r.finish().err().as_ref(), Some(e));
+        }
+        (a, b) => panic!("chunked reading: {:?}; one-shot: {:?}", a.as_ref().err(), b.err()),
+    }
+}
+
+/// Byte 0 chunks the rest, a source stream fed to `push_bytes`; the reader
+/// never holds more than a record.
+fn migstream_reader(b: &[u8]) -> Outcome {
+    let Some((&h, stream)) = b.split_first() else { return "ok: empty".into() };
+    let mut r = Reader::new();
+    let mut got = Vec::new();
+    let mut res = Ok(());
+    for c in chunks(stream, h) {
+        match r.push_bytes(c) {
+            Ok(recs) => got.extend(recs),
+            Err(e) => res = Err(e),
+        }
+        assert!(r.buffered() <= migstream::MAX_RECORD, "the reader holds {} bytes", r.buffered());
+        if res.is_err() {
+            break;
+        }
+    }
+    check_reader(stream, &mut r, &got, &res);
+    match (res, r.finish()) {
+        (Err(e), _) => err(e),
+        (Ok(()), Ok(())) if r.is_complete() => "ok: complete".into(),
+        (Ok(()), Ok(())) => "ok: aborted".into(),
+        (Ok(()), Err(e)) => format!("ok: unfinished: {}", class(e.message)),
+    }
+}
+
+// ---- hypervisor::relocauth ----
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Aead => "aead",
+        Mode::Plain => "plain",
+    }
+}
+
+/// Drains `next` (bytes that came with the handshake may be in already),
+/// then pushes `parts` into `ch`, draining after each; the class is
+/// how many frames opened and, as an `Err`, the error that killed the
+/// channel. Checks that in AEAD mode only what the peer sealed opens, in
+/// order (any change to a frame must fail), and that a failed channel
+/// stays dead.
+fn drain_channel(ch: &mut Channel, parts: &[&[u8]]) -> Result<String, String> {
+    let mut opened = 0;
+    for p in std::iter::once(&[][..]).chain(parts.iter().copied()) {
+        ch.push(p);
+        loop {
+            match ch.next() {
+                Ok(Some(m)) => {
+                    if ch.is_encrypted() {
+                        let sealed = seeds::RELOC_MESSAGES.get(opened).copied();
+                        assert!(sealed == Some(&m[..]), "frame {opened} opened to bytes never sealed: {}", hex(&m));
+                    }
+                    assert!(m.len() <= relocauth::MAX_PLAINTEXT);
+                    opened += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert_eq!(ch.next(), Err(ChannelError::Dead), "a failed channel is not dead");
+                    return Err(format!("channel: opened {}, then {}", count(opened), class(e)));
+                }
+            }
+        }
+    }
+    let partial = if ch.at_frame_boundary() { "" } else { ", part of one more" };
+    Ok(format!("channel: opened {}{partial}", count(opened)))
+}
+
+/// A failed handshake: a REFUSE from the peer is a proper answer (`ok`),
+/// anything else an error. Either is one line, and the REFUSE frame to send
+/// back is within the limit.
+fn handshake_err(e: HandshakeError) -> Outcome {
+    let text = e.to_string();
+    assert!(!text.contains('\n'), "multi-line error: {text}");
+    if let Some(f) = e.refuse_frame() {
+        assert!(f.len() <= 4 + 1 + relocauth::MAX_REFUSE_REASON, "REFUSE frame of {} bytes", f.len());
+    }
+    match e {
+        HandshakeError::Refused(reason) => {
+            assert!(!reason.chars().any(char::is_control), "control characters in {reason:?}");
+            "ok: refused".into()
+        }
+        e => err(e),
+    }
+}
+
+/// The server accepted the AUTH at the front of `stream`: it must be the one
+/// a real client sends (nothing else carries a valid proof), in a mode the
+/// server allows, and the WELCOME must satisfy that client.
+fn check_welcomed(stream: &[u8], hello: &[u8], mode: Mode, allow_plain: bool, welcome: &[u8]) {
+    assert!(mode == Mode::Aead || allow_plain, "plain mode accepted though not allowed");
+    let auth = seeds::reloc_auth(hello, mode);
+    assert!(stream.starts_with(&auth), "an AUTH no real client sent was accepted");
+    let mut c = ClientHandshake::new(seeds::reloc_psk(), seeds::RELOC_CLIENT_NONCE, mode);
+    assert!(matches!(c.push(hello), Ok(ClientStep::Send(_))));
+    assert!(matches!(c.push(welcome), Ok(ClientStep::Done(_))), "the client refuses the WELCOME");
+}
+
+/// Byte 0: bit 0 allow_plain, the rest chunks the client's bytes, pushed
+/// into a server handshake and, once it succeeds, into its channel.
+fn reloc_server(b: &[u8]) -> Outcome {
+    let Some((&h, stream)) = b.split_first() else { return "ok: empty".into() };
+    let allow_plain = h & 1 != 0;
+    let (mut hs, hello) = ServerHandshake::new(seeds::reloc_psk(), seeds::RELOC_SERVER_NONCE, allow_plain);
+    let parts = chunks(stream, h >> 1);
+    for (i, p) in parts.iter().enumerate() {
+        match hs.push(p) {
+            Ok(None) => {}
+            Ok(Some((mut ch, welcome))) => {
+                check_welcomed(stream, &hello, ch.mode(), allow_plain, &welcome);
+                assert_eq!(hs.push(b"x").err(), Some(HandshakeError::Finished));
+                return format!(
+                    "ok: welcome, {}\n{}",
+                    mode_name(ch.mode()),
+                    drain_channel(&mut ch, &parts[i + 1..]).unwrap_or_else(|e| e)
+                );
+            }
+            Err(e) => {
+                assert_eq!(hs.push(b"x").err(), Some(HandshakeError::Finished));
+                return handshake_err(e);
+            }
+        }
+    }
+    "ok: needs more".into()
+}
+
+/// The client sent `auth` after the HELLO at the front of `stream`: a real
+/// server that sent that HELLO must accept it. Returns its WELCOME.
+fn real_welcome(stream: &[u8], auth: &[u8]) -> Vec<u8> {
+    let ns: [u8; 32] = stream[7..39].try_into().expect("a HELLO was accepted");
+    let (mut s, hello) = ServerHandshake::new(seeds::reloc_psk(), ns, true);
+    assert_eq!(hello[..39], stream[..39], "the HELLO accepted is not one a server sends");
+    match s.push(auth) {
+        Ok(Some((_, welcome))) => welcome,
+        r => panic!("a real server refuses the client's AUTH: {:?}", r.err()),
+    }
+}
+
+/// Byte 0: bit 0 plain mode, the rest chunks the server's bytes, pushed
+/// into a client handshake (then once more, empty, for bytes it kept back)
+/// and, once it succeeds, into its channel.
+fn reloc_client(b: &[u8]) -> Outcome {
+    let Some((&h, stream)) = b.split_first() else { return "ok: empty".into() };
+    let mode = if h & 1 == 0 { Mode::Aead } else { Mode::Plain };
+    let mut hs = ClientHandshake::new(seeds::reloc_psk(), seeds::RELOC_CLIENT_NONCE, mode);
+    let mut parts = chunks(stream, h >> 1);
+    parts.push(&[]);
+    let mut welcome = None;
+    for (i, p) in parts.iter().enumerate() {
+        match hs.push(p) {
+            Ok(ClientStep::NeedMore) => {}
+            Ok(ClientStep::Send(auth)) => welcome = Some(real_welcome(stream, &auth)),
+            Ok(ClientStep::Done(mut ch)) => {
+                let welcome = welcome.expect("done before sending AUTH");
+                assert!(stream[40..].starts_with(&welcome), "a WELCOME no real server sent was accepted");
+                assert_eq!(ch.mode(), mode);
+                return format!(
+                    "ok: done, {}\n{}",
+                    mode_name(mode),
+                    drain_channel(&mut ch, &parts[i + 1..]).unwrap_or_else(|e| e)
+                );
+            }
+            Err(e) => {
+                assert_eq!(hs.push(b"x").err(), Some(HandshakeError::Finished));
+                return handshake_err(e);
+            }
+        }
+    }
+    if welcome.is_some() { "ok: sent auth" } else { "ok: needs more" }.into()
+}
+
+/// Byte 0: bit 0 plain mode, bit 1 server to client (else client to server),
+/// the rest chunks the frames pushed into the receiving side of a channel
+/// pair made by a real handshake.
+fn reloc_channel(b: &[u8]) -> Outcome {
+    let Some((&h, stream)) = b.split_first() else { return "ok: empty".into() };
+    let s = seeds::reloc_session(if h & 1 == 0 { Mode::Aead } else { Mode::Plain });
+    let mut rx = if h & 2 == 0 { s.server } else { s.client };
+    match drain_channel(&mut rx, &chunks(stream, h >> 2)) {
+        Ok(c) => format!("ok: {c}"),
+        Err(c) => format!("err: {c}"),
+    }
+}
+
+// ---- hypervisor::cpupolicy ----
+
+/// Checks what every policy keeps: it is closed under the dependencies
+/// with the XCR0 they call for (so an empty spec on it changes nothing),
+/// and its blob decodes back to it.
+fn check_policy(p: &CpuPolicy) {
+    assert_eq!(parse_spec("", p).as_ref(), Ok(p), "not closed, or xcr0 not the features'");
+    let blob = p.encode();
+    assert!(blob.len() <= cpupolicy::MAX_BLOB_BYTES);
+    assert_eq!(CpuPolicy::decode(&blob).as_ref(), Ok(p), "the blob does not decode back");
+    assert!(p.missing_on(p).is_empty() && p.intersect(p) == *p);
+}
+
+/// A migration stream's CPU policy blob.
+fn cpupolicy_decode(b: &[u8]) -> Outcome {
+    match CpuPolicy::decode(b) {
+        Ok(p) => {
+            check_policy(&p);
+            format!("ok: {}", p.level())
+        }
+        Err(e) => {
+            assert!(e.starts_with("cpu policy: ") && !e.contains('\n'), "{e}");
+            err(e)
+        }
+    }
+}
+
+/// The kind of a `parse_spec` error: the message without the names and
+/// items the user gave (which it does not quote).
+fn spec_error_kind(e: &str) -> String {
+    const KINDS: [&str; 10] = [
+        "which this host lacks",
+        "but this host lacks",
+        "which the policy lacks",
+        "unknown base",
+        "unknown feature",
+        "must be the first item",
+        "leaf:register=bits form",
+        "has no feature name",
+        "the value must be 0 or 1",
+        "needs =0 or =1",
+    ];
+    let kind = KINDS.iter().find(|k| e.contains(*k)).map_or_else(|| class(e), |k| (*k).to_owned());
+    if e.contains("(did you mean ") {
+        kind + ", with a hint"
+    } else {
+        kind
+    }
+}
+
+/// The class of `spec` on `host`; checks that an accepted policy is one
+/// the host can run.
+fn spec_outcome(spec: &str, host: &CpuPolicy) -> Outcome {
+    match parse_spec(spec, host) {
+        Ok(p) => {
+            check_policy(&p);
+            assert!(p.missing_on(host).is_empty(), "the host lacks {:?}", p.missing_on(host));
+            format!("ok: {}", if p == *host { "host" } else { p.level() })
+        }
+        Err(e) => {
+            assert!(e.starts_with("cpuid: ") && !e.contains('\n'), "{e}");
+            format!("err: {}", spec_error_kind(&e))
+        }
+    }
+}
+
+/// A domain config's `cpuid=` string (lossy UTF-8) on the fuzzing host,
+/// then (second line) on an older one without XSAVE, where levels above
+/// x86-64-v1 are refused.
+fn cpupolicy_parse_spec(b: &[u8]) -> Outcome {
+    let spec = String::from_utf8_lossy(b);
+    format!("{}\non qemu64: {}", spec_outcome(&spec, &seeds::cpu_host()), spec_outcome(&spec, &seeds::cpu_old_host()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +781,81 @@ mod tests {
         let cfg = xlcfg::domain_config("rich.cfg", std::str::from_utf8(&seeds::xlcfg()[1]).unwrap()).unwrap();
         assert_eq!((cfg.name.as_str(), cfg.memory_mib, cfg.vcpus, cfg.disks.len()), ("web-01", 1024, 4, 2));
         assert_eq!(cfg.warnings.len(), 2, "{:?}", cfg.warnings);
+    }
+
+    /// The outcome of each seed of target `name`.
+    fn seed_outcomes(name: &str) -> Vec<String> {
+        let t = TARGETS.iter().find(|t| t.name == name).unwrap();
+        (t.seeds)().iter().map(|s| (t.run)(s)).collect()
+    }
+
+    #[test]
+    fn migration_seeds_reach_the_success_arms() {
+        let records = seed_outcomes("migstream::decode");
+        let mut kinds: Vec<&str> = records.iter().map(|o| o.strip_prefix("ok: ").unwrap()).collect();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [
+                "header",
+                "domain config",
+                "cpu policy",
+                "time",
+                "pages",
+                "vcpu",
+                "device",
+                "end",
+                "round",
+                "accept",
+                "refuse",
+                "resumed",
+                "abort"
+            ]
+        );
+        assert_eq!(
+            seed_outcomes("migstream::Reader::push_bytes"),
+            ["ok: complete", "ok: complete", "ok: complete", "ok: aborted", "ok: complete"]
+        );
+        let frames = "channel: opened several";
+        assert_eq!(
+            seed_outcomes("relocauth::ServerHandshake::push"),
+            [
+                "ok: welcome, aead\nchannel: opened none".to_owned(),
+                "ok: welcome, plain\nchannel: opened none".to_owned(),
+                format!("ok: welcome, aead\n{frames}"),
+                format!("ok: welcome, plain\n{frames}"),
+                "ok: refused".to_owned(),
+            ]
+        );
+        assert_eq!(
+            seed_outcomes("relocauth::ClientHandshake::push"),
+            [
+                "ok: done, aead\nchannel: opened none".to_owned(),
+                "ok: done, plain\nchannel: opened none".to_owned(),
+                format!("ok: done, aead\n{frames}"),
+                format!("ok: done, plain\n{frames}"),
+                "ok: sent auth".to_owned(),
+                "ok: refused".to_owned(),
+            ]
+        );
+        assert_eq!(seed_outcomes("relocauth::Channel::next"), vec![format!("ok: {frames}"); 4]);
+        assert_eq!(
+            seed_outcomes("cpupolicy::CpuPolicy::decode"),
+            ["ok: x86-64-v4", "ok: x86-64-v2", "ok: x86-64-v4", "ok: x86-64-v1", "ok: below x86-64-v1"]
+        );
+        let specs = seed_outcomes("cpupolicy::parse_spec");
+        assert_eq!(
+            specs.iter().map(|o| o.lines().next().unwrap()).collect::<Vec<_>>(),
+            [
+                "ok: host",
+                "ok: x86-64-v2",
+                "ok: x86-64-v1",
+                "ok: x86-64-v3",
+                "ok: x86-64-v1",
+                "ok: x86-64-v1",
+                "ok: x86-64-v3"
+            ]
+        );
     }
 
     #[test]
