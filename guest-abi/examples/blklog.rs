@@ -4,7 +4,10 @@
 //! Parameters (`extra=`): `mode` = `log` (default), `print` or `sha256`;
 //! `append` (entries to add in `log` mode, default 1); `msg` (their text,
 //! default `hello`); `bytes` (how much of the disk `sha256` reads, default
-//! all); `stay` (1, default: wait for `shutdown` afterwards; 0: exit).
+//! all); `stay` (1, default: wait for `shutdown` afterwards; 0: exit);
+//! `flush` (1, default; 0: leave the appended entries in the hypervisor's
+//! write-back cache — they become durable at its next flush, e.g. when the
+//! domain is migrated or destroyed).
 //!
 //! ```text
 //! blklog: disk sectors=<n> ro=<0|1>
@@ -12,6 +15,7 @@
 //! blklog: found <n> entries
 //! blklog: entry seq=<s> dom=<name> t=<ms> <msg>
 //! blklog: appended <k>, flushed, now <n> entries
+//! blklog: appended <k>, not flushed, now <n> entries      (flush=0)
 //! blklog: sha256 <64 hex digits> bytes=<n>
 //! blklog: error <what>: <error>
 //! blklog: shutting down
@@ -158,6 +162,10 @@ fn log(env: &Env, info: &blk::BlockInfo, append: u64) -> i32 {
     head[16..24].copy_from_slice(&used.to_le_bytes());
     if let Err(e) = blk::write(0, 0, &head) {
         return fail("block_write", e);
+    }
+    if env.arg_u64_or("flush", 1) == 0 {
+        println!("blklog: appended {append}, not flushed, now {entries} entries");
+        return 0;
     }
     if let Err(e) = blk::flush(0) {
         return fail("block_flush", e);

@@ -995,7 +995,8 @@ pub fn save(id: DomId, path: &str) -> Result<Report, String> {
 
 /// `restore [-p] <file>`: a domain back from a save file.
 pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
-    let mut file = crate::storage::open_file(path)?;
+    let mut file =
+        crate::storage::open_file(path).map_err(|e| e.trim_start_matches(path).trim_start_matches(": ").to_string())?;
     let mut inc = IncomingStream::new(alloc::format!("from {path}"));
     let mut off = 0u64;
     let size = file.size;
@@ -1003,9 +1004,7 @@ pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
         while off < size {
             let mut chunk = Vec::new();
             let want = (size - off).min(1 << 20);
-            file.nfs
-                .read_to(&file.fh, off, want, &mut |b| chunk.extend_from_slice(b))
-                .map_err(|e| alloc::format!("{path}: {e}"))?;
+            file.nfs.read_to(&file.fh, off, want, &mut |b| chunk.extend_from_slice(b)).map_err(|e| e.to_string())?;
             if chunk.is_empty() {
                 break;
             }
@@ -1014,7 +1013,7 @@ pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
                 return Ok(id);
             }
         }
-        Err(alloc::format!("{path}: the file ends before the stream does"))
+        Err(String::from("the file ends before the stream does"))
     })();
     match r {
         Ok(id) => Ok((id, inc.report(id))),

@@ -257,3 +257,95 @@ fn live_migration_keeps_tcp_streams_memory_and_disks() -> Result<(), Error> {
     assert!(c[1].parse::<u64>().unwrap() > 1_000_000, "{text}");
     Ok(())
 }
+
+#[test]
+fn disk_writes_are_committed_before_the_destination_resumes() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "disk_writes_are_committed_before_the_destination_resumes") else {
+        return Ok(());
+    };
+    let dir = systest::TempDir::new("mig-disk").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(export.join("images")).unwrap();
+    std::fs::copy(images::guest("blklog")?, export.join("images/blklog.elf")).unwrap();
+    std::fs::write(export.join("log.img"), vec![0u8; 1 << 20]).unwrap();
+    let cfg = |extra: &str| {
+        format!(
+            "name = \"logger\"\nmemory = 16\nkernel = \"/var/xen/images/blklog.elf\"\nextra = \"{extra}\"\n\
+             disk = [ 'file:/var/xen/log.img,xvda,w' ]\n"
+        )
+    };
+    std::fs::write(export.join("log.cfg"), cfg("append=3 msg=moved flush=0")).unwrap();
+    std::fs::write(export.join("again.cfg"), cfg("append=1 msg=again")).unwrap();
+    let server = systest::nfsbench::NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    let mount = format!("nfs={}@/var/xen", server.spec());
+    let mut a = host(&rig, 0, "hostA", None, &mount)?;
+    let mut b = host(&rig, 1, "hostB", None, &mount)?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    let out = a.command("create /var/xen/log.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("(logger)"), "{out}");
+    a.send_line("console logger")?;
+    a.expect("blklog: appended 3, not flushed, now 3 entries", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    // Written, but only into hostA's write-back cache so far.
+    assert_eq!(&std::fs::read(export.join("log.img")).unwrap()[..8], &[0u8; 8]);
+    let out = a.command(&format!("migrate --live logger {}", rig.ip(3)), Duration::from_secs(120))?;
+    assert!(out.contains("migrate: logger done: live"), "{out}");
+    // Committed before hostB resumed the guest.
+    let img = std::fs::read(export.join("log.img")).unwrap();
+    assert_eq!(&img[..8], b"RHVBLKLG");
+    let text = String::from_utf8_lossy(&img[512..2048]).to_string();
+    assert!(text.contains("seq=3 dom=logger") && text.contains("moved"), "{text}");
+    // The guest's disk works there: a new domain on hostB reads the log.
+    let out = b.command("block-list logger", CMD)?;
+    assert!(out.contains("xvda") && out.contains("/var/xen/log.img"), "{out}");
+    b.command("destroy logger", CMD)?;
+    b.command("create /var/xen/again.cfg", Duration::from_secs(60))?;
+    b.send_line("console logger")?;
+    let got = b.expect("blklog: appended 1, flushed, now 4 entries", Duration::from_secs(60))?;
+    assert!(got.contains("blklog: found 3 entries"), "{got}");
+    b.send(b"\x1d")?;
+    b.expect(systest::PROMPT, CMD)?;
+    Ok(())
+}
+
+#[test]
+fn save_and_restore_through_the_share() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(1, "save_and_restore_through_the_share") else { return Ok(()) };
+    let dir = systest::TempDir::new("mig-save").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(&export).unwrap();
+    let server = systest::nfsbench::NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    let mut a = host(&rig, 0, "hostA", None, &format!("nfs={}@/var/xen", server.spec()))?;
+    a.command("create memdirty name=md memory=32 extra=\"mib=8 rate=2 report_s=1\"", CMD)?;
+    a.send_line("console md")?;
+    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    let out = a.command("save md /var/xen/md.save", Duration::from_secs(120))?;
+    let saved = Regex::new(r"saved domain 1 to /var/xen/md.save: \d+ pages, [0-9.]+ MiB in [0-9.]+ s").unwrap();
+    assert!(saved.is_match(&out), "{out}");
+    assert_eq!(row(&mut a, "md")?, None, "save destroys the domain");
+    let size = std::fs::metadata(export.join("md.save")).unwrap().len();
+    assert!(size > 8 << 20, "the file holds the dirtied memory: {size} bytes");
+    let out = a.command("restore /var/xen/md.save", Duration::from_secs(120))?;
+    assert!(out.contains("restored domain 2 (md)"), "{out}");
+    a.send_line("console md")?;
+    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    // A damaged file is refused with a clear error and leaves nothing behind.
+    let mut bytes = std::fs::read(export.join("md.save")).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(export.join("half.save"), &bytes).unwrap();
+    let before = a.command("mem", CMD)?;
+    a.command("destroy md", CMD)?;
+    let out = a.command("restore /var/xen/half.save", Duration::from_secs(120))?;
+    assert!(out.starts_with("error: restore /var/xen/half.save:"), "{out}");
+    assert_eq!(row(&mut a, "md")?, None);
+    let after = a.command("mem", CMD)?;
+    assert!(!before.is_empty() && !after.is_empty());
+    Ok(())
+}
