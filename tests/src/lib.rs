@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod contract;
+pub mod migbench;
 pub mod netbench;
 pub mod nfsbench;
 pub mod qemu;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use systest::migbench::{self, Lab, Load};
 use systest::netbench::{self, ns_sh, Peer};
 use systest::nfsbench::{self, NfsServer};
 use systest::qemu::kvm_usable;
@@ -92,6 +93,8 @@ struct Ctx {
     cache: HashMap<Setup, Result<Series, String>>,
     /// Linux → Linux figures over the rig's bridge, shared between rows.
     linux: HashMap<LinuxPath, Result<Vec<f64>, String>>,
+    /// The two relocation hosts of the migration rows, shared between them.
+    mig: Lab,
 }
 
 impl Ctx {
@@ -891,6 +894,146 @@ fn nfs_write(ctx: &mut Ctx) -> Cell {
     }
 }
 
+// -- migration rows -------------------------------------------------------
+//
+// Two rhv hosts with relocation on, A (.2) and B (.3), virtio-net-pci on the
+// rig's bridge, 1 GiB each, TCG (systest::migbench::Lab, booted on first use
+// and shared by these rows). Each case creates a guest on A, migrates it to
+// B once, and shuts it down there: `memdirty` verifies every page on
+// shutdown and exits 1 if one was lost or stale. Beside the figures: the
+// link's raw TCP rate A → B on the same boot and the ideal time of a plain
+// copy, memory ÷ that rate (total ÷ ideal is the ratio that noise moves
+// least). The soak boots fresh hosts and shuts them down after.
+
+/// Live migrations in the ping-pong soak, and its time limit.
+const SOAK_ROUNDS: u32 = 50;
+const SOAK_LIMIT: Duration = Duration::from_secs(1200);
+
+/// The raw TCP rate A → B that the migration rows compare against.
+fn mig_raw(ctx: &mut Ctx) -> Cell {
+    match ctx.mig.raw() {
+        Ok(v) => {
+            let rate = median(&v);
+            Cell::ok(
+                format!("{rate:.2} MiB/s"),
+                format!(
+                    "`netbench send <B> 5001 {}` on rhv A into `netbench sink` on rhv B, both virtio-net-pci on the rig's bridge with relocation on (TCG), byte count checked, {}; the migration rows' ideal time is memory ÷ this",
+                    migbench::RAW_MIB,
+                    spread(&v, "MiB/s", 2)
+                ),
+            )
+        }
+        Err(e) => Cell::na(e),
+    }
+}
+
+/// `runs` migrations of a `mib` MiB guest under `load` A → B: medians.
+fn mig_case(ctx: &mut Ctx, mib: u64, load: Load, live: bool, plain: bool) -> Cell {
+    let case = migbench::Case { mib, load, live, plain };
+    let runs = match ctx.mig.case(case) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Cell::na("no figures"),
+        Err(e) => return Cell::na(e),
+    };
+    let raw = runs[0].raw;
+    let ideal = runs[0].ideal_s(mib);
+    let pick = |f: &dyn Fn(&migbench::CaseResult) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+    let total = pick(&|r| r.m.total_s);
+    let down = pick(&|r| r.m.downtime_ms as f64);
+    let sent = pick(&|r| r.m.mib_sent);
+    let rounds = pick(&|r| f64::from(r.m.rounds));
+    let rate1 = pick(&|r| r.m.round_lines.first().map_or(f64::NAN, |f| f.rate));
+    let ratio: Vec<f64> = total.iter().map(|t| t / ideal).collect();
+    let wire = median(&sent) / raw;
+    let failed: Vec<&String> = runs.iter().filter_map(|r| r.guest.as_ref().err()).collect();
+    let refused: u32 = runs.iter().map(|r| r.refused).sum();
+    let n = runs.len();
+    let guest = match failed.first() {
+        None if matches!(load, Load::Dirty(_)) => {
+            "guest intact on B every run (memdirty verified every page on shutdown, exit 0)".to_string()
+        }
+        None => "guest ran on B and exited 0 on shutdown every run".to_string(),
+        Some(e) => format!("GUEST CHECK FAILED in {} of {n} runs: {e}", failed.len()),
+    };
+    let flag = if failed.is_empty() { String::new() } else { format!(" (guest FAILED {}/{n})", failed.len()) };
+    let zero = match runs[0].m.round_lines.first() {
+        Some(migbench::Round { pages, zero: Some(z), .. }) => format!(" ({z} of its {pages} pages zero)"),
+        _ => String::new(),
+    };
+    let live_rounds =
+        if live { format!(", round 1 at {:.1} MiB/s (median){zero}", median(&rate1)) } else { String::new() };
+    let refused = match refused {
+        0 => String::new(),
+        k => format!("; B refused {k} attempt(s) while still finishing the previous arrival (tried again)"),
+    };
+    Cell::ok(
+        format!("{:.2} s, down {:.0} ms, {:.1} MiB{flag}", median(&total), median(&down), median(&sent)),
+        format!(
+            "total, downtime and MiB sent of `migrate{} <dom> <B>` on rhv A, {}; {}; medians of {n} runs (total {}, downtime {}, sent {}); {:.0} round(s){live_rounds}; ideal {mib} MiB ÷ raw {raw:.2} MiB/s = {ideal:.2} s, total {:.2}× of it ({}); MiB sent ÷ raw = {wire:.3} s, total {:.1}× of that; {guest}{refused} (TCG)",
+            if live { " --live" } else { "" },
+            if plain { "plain stream (relocation-crypto=off)" } else { "AEAD stream" },
+            load.describe(mib),
+            range(&total, "s", 2),
+            range(&down, "ms", 0),
+            range(&sent, "MiB", 1),
+            median(&rounds),
+            median(&ratio),
+            range(&ratio, "×", 2),
+            median(&total) / wire.max(1e-9),
+        ),
+    )
+}
+
+/// "min–max unit".
+fn range(v: &[f64], unit: &str, decimals: usize) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.decimals$}–{max:.decimals$} {unit}")
+}
+
+fn mig_soak(ctx: &mut Ctx) -> Cell {
+    let s = match ctx.mig.soak(SOAK_ROUNDS, SOAK_LIMIT) {
+        Ok(s) => s,
+        Err(e) => return Cell::na(e),
+    };
+    let down: Vec<f64> = s.done.iter().map(|m| m.downtime_ms as f64).collect();
+    let total: Vec<f64> = s.done.iter().map(|m| m.total_s).collect();
+    let rounds: Vec<f64> = s.done.iter().map(|m| f64::from(m.rounds)).collect();
+    let ok = s.error.is_none() && s.complete && s.done.len() as u32 == s.asked;
+    let verdict = match (&s.error, s.timed_out) {
+        (Some(e), _) => format!("FAILED: {e}"),
+        (None, true) => format!("stopped by the {} s limit", SOAK_LIMIT.as_secs()),
+        (None, false) => "no error".to_string(),
+    };
+    let figures = if s.done.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; downtime median {:.0} ms, max {:.0} ms; migration total median {:.2} s, max {:.2} s; rounds per migration median {:.0}, max {:.0}",
+            median(&down),
+            down.iter().copied().fold(0.0, f64::max),
+            median(&total),
+            total.iter().copied().fold(0.0, f64::max),
+            median(&rounds),
+            rounds.iter().copied().fold(0.0, f64::max),
+        )
+    };
+    Cell::ok(
+        format!("{}/{} migrations, {:.1} MiB verified{}", s.done.len(), s.asked, s.verified as f64 / 1048576.0, if ok { "" } else { " (FAILED)" }),
+        format!(
+            "the echo-server guest (vif) migrated live A → B → A … while a Linux client in the rig streamed {} KiB/s over one TCP connection to it and compared every echoed byte; after each migration {} KiB more had to come back before the next; {:.1} MiB sent, {:.1} MiB echoed and verified{} in {:.0} s; longest stall of the echo seen by Linux {} ms{figures}{}; {verdict} (TCG)",
+            migbench::SOAK_RATE >> 10,
+            migbench::SOAK_PROGRESS >> 10,
+            s.sent as f64 / 1048576.0,
+            s.verified as f64 / 1048576.0,
+            if s.complete { " (all of it, stream closed cleanly)" } else { "" },
+            s.stream_s,
+            s.max_gap_ms,
+            if s.refused > 0 { format!("; {} attempt(s) refused by a destination still finishing an arrival", s.refused) } else { String::new() },
+        ),
+    )
+}
+
 type Measure = fn(&mut Ctx) -> Cell;
 
 /// The table, in order. Add a row here.
@@ -914,6 +1057,22 @@ const ROWS: &[(&str, Measure)] = &[
     ("TCP echo Linux ↔ guest", echo_linux_guest),
     ("NFS sequential read into the hypervisor", nfs_read),
     ("NFS sequential write from the hypervisor", nfs_write),
+    ("migration: raw TCP A → B (the link)", mig_raw),
+    ("migration: live 16 MiB idle", |c| mig_case(c, 16, Load::Idle, true, false)),
+    ("migration: live 16 MiB memdirty 2 MiB/s", |c| mig_case(c, 16, Load::Dirty(2), true, false)),
+    ("migration: live 16 MiB memdirty 8 MiB/s", |c| mig_case(c, 16, Load::Dirty(8), true, false)),
+    ("migration: cold 16 MiB idle", |c| mig_case(c, 16, Load::Idle, false, false)),
+    ("migration: live 64 MiB idle", |c| mig_case(c, 64, Load::Idle, true, false)),
+    ("migration: live 64 MiB memdirty 2 MiB/s", |c| mig_case(c, 64, Load::Dirty(2), true, false)),
+    ("migration: live 64 MiB memdirty 8 MiB/s", |c| mig_case(c, 64, Load::Dirty(8), true, false)),
+    ("migration: cold 64 MiB idle", |c| mig_case(c, 64, Load::Idle, false, false)),
+    ("migration: live 256 MiB idle", |c| mig_case(c, 256, Load::Idle, true, false)),
+    ("migration: live 256 MiB memdirty 2 MiB/s", |c| mig_case(c, 256, Load::Dirty(2), true, false)),
+    ("migration: live 256 MiB memdirty 8 MiB/s", |c| mig_case(c, 256, Load::Dirty(8), true, false)),
+    ("migration: cold 256 MiB idle", |c| mig_case(c, 256, Load::Idle, false, false)),
+    ("migration: cold 256 MiB, 128 MiB filled, AEAD", |c| mig_case(c, 256, Load::Dirty(0), false, false)),
+    ("migration: cold 256 MiB, 128 MiB filled, plain", |c| mig_case(c, 256, Load::Dirty(0), false, true)),
+    ("migration: ping-pong soak under a TCP echo stream", mig_soak),
 ];
 
 const USAGE: &str = "usage: bench [--runs N] [--only TEXT]\n  \
@@ -961,7 +1120,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut ctx = Ctx { runs, cache: HashMap::new(), linux: HashMap::new() };
+    let mut ctx = Ctx { runs, cache: HashMap::new(), linux: HashMap::new(), mig: Lab::new(runs) };
     let mut table = Vec::new();
     for (name, measure) in ROWS {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
