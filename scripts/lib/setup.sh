@@ -42,6 +42,7 @@ RHV_REQUIREMENTS=(
     "file:/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so:nfs-ganesha-vfs"
     "cmd:rpcbind:rpcbind"
     "cmd:nfs-cat:libnfs-utils"
+    "cmd:python3:python3"
 )
 
 # Prints the packages whose files are missing, space separated.
