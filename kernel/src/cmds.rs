@@ -464,6 +464,8 @@ fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>, V
         weight: cfg.weight,
         vif,
         cpuid: cfg.cpuid.clone(),
+        on_poweroff: cfg.on_poweroff,
+        on_crash: cfg.on_crash,
     };
     let mut disks = Vec::new();
     for d in &cfg.disks {
@@ -471,6 +473,49 @@ fn config_args(path: &str) -> Result<(hypervisor::domain::CreateArgs, Vec<u8>, V
         disks.push(crate::blk::open(&d.target, &d.vdev, writable).map_err(|e| alloc::format!("{file}: disk: {e}"))?);
     }
     Ok((args, kernel, disks))
+}
+
+/// Creates a domain again after `on_poweroff`/`on_crash` = restart: its
+/// image is read again (boot module or share), its disks reopened.
+pub fn respawn(r: crate::domains::Respawn) {
+    let name = r.args.name.clone().unwrap_or_default();
+    // As xl: a domain that comes back within 10 s of its last restart is
+    // failing at start-up; it is not restarted again.
+    static LAST: spin::Mutex<Vec<(String, u64)>> = spin::Mutex::new(Vec::new());
+    let now = time::now_ns();
+    {
+        let mut last = LAST.lock();
+        if last.iter().any(|(n, t)| *n == name && now.saturating_sub(*t) < 10_000_000_000) {
+            log::error!("domain {name}: restarting too fast (twice within 10 s); not restarted");
+            return;
+        }
+        last.retain(|(n, _)| *n != name);
+        last.push((name.clone(), now));
+    }
+    let image: Result<(String, Vec<u8>), String> = match find_module(&r.args.image) {
+        Some((stem, bytes)) => Ok((stem, bytes.to_vec())),
+        None if r.args.image.starts_with('/') => crate::storage::read_file(&r.args.image, MAX_IMAGE)
+            .map(|b| (hypervisor::domain::default_name(&r.args.image), b)),
+        None => Err(alloc::format!("no boot module '{}'", r.args.image)),
+    };
+    let mut disks = Vec::new();
+    let result = image.and_then(|(stem, bytes)| {
+        for (target, vdev, writable) in &r.disks {
+            disks.push(crate::blk::open(target, vdev, *writable)?);
+        }
+        let mut disks = Some(disks);
+        let mut attach = |id| {
+            if let Some(d) = disks.take() {
+                crate::blk::attach(id, d);
+            }
+            Ok(())
+        };
+        crate::domains::create_with(&r.args, &stem, &bytes, &mut attach)
+    });
+    match result {
+        Ok(id) => log::info!("domain {id} ({name}): restarted"),
+        Err(e) => log::error!("domain {name}: restart failed: {e}"),
+    }
 }
 
 fn create(args: &[&str]) {

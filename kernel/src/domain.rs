@@ -420,6 +420,10 @@ pub struct CreateArgs {
     pub vif: Option<String>,
     /// The config's `cpuid=` (CPU feature levelling); `None`: the host's.
     pub cpuid: Option<String>,
+    /// What to do when the guest exits (`on_poweroff`), default destroy.
+    pub on_poweroff: crate::xlcfg::Action,
+    /// What to do when it crashes (`on_crash`), default preserve.
+    pub on_crash: crate::xlcfg::Action,
 }
 
 /// A decimal number of ASCII digits only (no sign, no spaces).
@@ -456,6 +460,8 @@ pub fn parse_create(words: &[&str]) -> Result<CreateArgs, String> {
         weight: DEFAULT_WEIGHT,
         vif: None,
         cpuid: None,
+        on_poweroff: crate::xlcfg::Action::Destroy,
+        on_crash: crate::xlcfg::Action::Preserve,
     };
     let mut seen = [false; 7];
     for &word in words {
@@ -865,6 +871,8 @@ mod tests {
                 weight: 256,
                 vif: None,
                 cpuid: None,
+                on_poweroff: crate::xlcfg::Action::Destroy,
+                on_crash: crate::xlcfg::Action::Preserve,
             }
         );
     }

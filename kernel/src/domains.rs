@@ -19,6 +19,7 @@ use hypervisor::elf;
 use hypervisor::frames::PAGE_SIZE;
 use hypervisor::migstream::{self, DeviceRecord, DomainRecord, PermRun, TimeRecord, VcpuRecord};
 use hypervisor::sched::State as SchedState;
+use hypervisor::xlcfg::Action;
 
 use crate::arch::paging::{self, Mapper, DIRECT_MAP_BASE};
 use crate::arch::sync::IrqMutex;
@@ -87,6 +88,17 @@ pub struct Domain {
     /// A migration or save owns the domain: no second one, no destroy from
     /// the shell's `migrate` path races.
     pub migrating: bool,
+    /// How it was created (for `on_poweroff`/`on_crash` = restart, and the
+    /// actions themselves).
+    pub args: CreateArgs,
+    /// The stop was handled (a preserved domain is not handled again).
+    handled: bool,
+}
+
+/// A domain to create again (its `on_poweroff`/`on_crash` said restart).
+pub struct Respawn {
+    pub args: CreateArgs,
+    pub disks: Vec<(String, String, bool)>,
 }
 
 /// Every domain; the hypervisor itself (ID 0) is not in the table.
@@ -388,6 +400,8 @@ pub fn create_with(
         time_generation: 0,
         dirty_log: None,
         migrating: false,
+        args: CreateArgs { name: Some(name.clone()), ..args.clone() },
+        handled: false,
     };
     if let Err(e) = build_memory(&mut d, &img, file, &name, args) {
         d.free_memory();
@@ -630,6 +644,19 @@ pub fn create_incoming(rec: &DomainRecord, policy: CpuPolicy) -> Result<DomId, S
         time_generation: 0,
         dirty_log: None,
         migrating: true,
+        args: CreateArgs {
+            image: rec.image.clone(),
+            name: Some(rec.name.clone()),
+            memory_mib: rec.memory_mib,
+            vcpus: rec.vcpus,
+            extra: rec.extra.clone(),
+            weight: rec.weight.max(1),
+            vif: rec.vifs.first().map(|m| alloc::format!("mac={}", net::mac::Mac(*m))),
+            cpuid: (!rec.cpuid.is_empty()).then(|| rec.cpuid.clone()),
+            on_poweroff: Action::from_code(rec.on_poweroff).unwrap_or(Action::Destroy),
+            on_crash: Action::from_code(rec.on_crash).unwrap_or(Action::Preserve),
+        },
+        handled: false,
     };
     let mut perms = Vec::new();
     perms.try_reserve_exact(pages as usize).map_err(|_| "out of memory")?;
@@ -849,27 +876,64 @@ pub fn stop_current(reason: Stop) -> ! {
     vcpu::stop_current()
 }
 
-/// Shell-side housekeeping: destroys exited domains (their threads are no
-/// longer running) and forces shutdowns whose grace period is over.
-pub fn reap() {
+/// Shell-side housekeeping: applies `on_poweroff` to exited domains and
+/// `on_crash` to crashed ones (destroy, preserve, or restart: returned for
+/// the shell to create again), and forces shutdowns whose grace period is
+/// over.
+pub fn reap() -> Vec<Respawn> {
     let now = time::now_ns();
-    let (exited, overdue): (Vec<DomId>, Vec<DomId>) = with_table(|t| {
-        let exited =
-            t.iter().filter(|(_, _, d)| matches!(d.stop, Some(Stop::Exited(_)))).map(|(id, _, _)| id).collect();
+    let (stopped, overdue): (Vec<(DomId, Action, bool)>, Vec<DomId>) = with_table(|t| {
+        let mut stopped = Vec::new();
+        for (id, _, d) in t.iter() {
+            if d.handled || d.migrating {
+                continue;
+            }
+            match d.stop {
+                Some(Stop::Exited(_)) => stopped.push((id, d.args.on_poweroff, false)),
+                Some(Stop::Crashed(_)) => stopped.push((id, d.args.on_crash, true)),
+                None => {}
+            }
+        }
         let overdue = t
             .iter()
             .filter(|(_, _, d)| d.stop.is_none() && d.shutdown_deadline.is_some_and(|dl| now >= dl))
             .map(|(id, _, _)| id)
             .collect();
-        (exited, overdue)
+        (stopped, overdue)
     });
-    for id in exited {
-        destroy(id);
+    let mut respawn = Vec::new();
+    for (id, action, crashed) in stopped {
+        let what = if crashed { "on_crash" } else { "on_poweroff" };
+        match action {
+            Action::Preserve => {
+                with_table(|t| t.get_mut(id).map(|d| d.handled = true));
+                if !crashed {
+                    log::info!("domain {id}: {what}=preserve: kept (destroy it when done)");
+                }
+            }
+            Action::Destroy | Action::CoredumpDestroy => {
+                if crashed {
+                    log::info!("domain {id}: {what}={action}: destroyed");
+                }
+                destroy(id);
+            }
+            _ => {
+                let args = with_table(|t| t.get(id).map(|d| d.args.clone()));
+                let disks =
+                    crate::blk::list(id).into_iter().map(|d| (d.target, d.vdev, d.writable)).collect::<Vec<_>>();
+                destroy(id);
+                if let Some(args) = args {
+                    log::info!("domain {id}: {what}={action}: creating it again");
+                    respawn.push(Respawn { args, disks });
+                }
+            }
+        }
     }
     for id in overdue {
         log::warn!("domain {id}: did not shut down within {} s; destroyed", SHUTDOWN_GRACE_NS / 1_000_000_000);
         destroy(id);
     }
+    respawn
 }
 
 /// Pauses or unpauses every vCPU of a domain.

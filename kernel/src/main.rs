@@ -262,7 +262,9 @@ mod kernel {
         let mut out: Vec<u8> = Vec::with_capacity(512);
         let mut buf = [0u8; 64];
         loop {
-            crate::domains::reap();
+            for r in crate::domains::reap() {
+                crate::cmds::respawn(r);
+            }
             serial::poll_rx();
             let n = serial::read(&mut buf);
             if n == 0 {

@@ -669,9 +669,9 @@ fn domain_record(id: DomId) -> Result<(DomainRecord, CpuPolicy, u64, u32), Strin
             extra: d.cmdline.clone(),
             vifs: mac.into_iter().collect(),
             disks,
-            on_poweroff: 0,
-            on_crash: 2,
-            on_reboot: 1,
+            on_poweroff: d.args.on_poweroff.code(),
+            on_crash: d.args.on_crash.code(),
+            on_reboot: hypervisor::xlcfg::Action::Restart.code(),
             cpuid: d.cpuid_spec.clone(),
             layout: d.layout(),
         };

@@ -519,6 +519,21 @@ impl Action {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
+
+    /// Its number in the migration stream (the order above, from 0).
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().position(|&a| a == self).unwrap_or(0) as u8
+    }
+
+    /// The action numbered `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Does the domain come back after this action?
+    pub fn restarts(self) -> bool {
+        matches!(self, Self::Restart | Self::CoredumpRestart | Self::RenameRestart)
+    }
 }
 
 impl fmt::Display for Action {
@@ -1123,6 +1138,15 @@ on_crash = "preserve"
 
     fn with(extra_lines: &str) -> String {
         format!("{MIN}{extra_lines}")
+    }
+
+    #[test]
+    fn action_codes_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_code(a.code()), Some(a));
+        }
+        assert_eq!(Action::from_code(6), None);
+        assert!(Action::Restart.restarts() && !Action::Preserve.restarts());
     }
 
     #[test]

@@ -392,3 +392,49 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
     assert!(line.contains(&format!("blklog: sha256 {want} bytes=2097152")), "guest disk differs: {line}");
     Ok(())
 }
+
+#[test]
+fn on_crash_and_on_poweroff_are_applied() -> Result<(), Error> {
+    let Some(rig) = Rig::up_or_skip(1, "on_crash_and_on_poweroff_are_applied") else { return Ok(()) };
+    let dir = TempDir::new("nfs-actions").map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(export.join("images")).unwrap();
+    std::fs::copy(images::guest("hostile")?, export.join("images/hostile.elf")).unwrap();
+    std::fs::copy(images::guest("heartbeat")?, export.join("images/heartbeat.elf")).unwrap();
+    let cfg = |name: &str, kernel: &str, extra: &str, actions: &str| {
+        format!(
+            "name = \"{name}\"\nmemory = 16\nkernel = \"/var/xen/images/{kernel}\"\nextra = \"{extra}\"\n{actions}\n"
+        )
+    };
+    std::fs::write(export.join("gone.cfg"), cfg("gone", "hostile.elf", "fault=hlt", "on_crash = \"destroy\"")).unwrap();
+    std::fs::write(export.join("kept.cfg"), cfg("kept", "hostile.elf", "fault=hlt", "on_crash = \"preserve\""))
+        .unwrap();
+    std::fs::write(
+        export.join("again.cfg"),
+        cfg("again", "heartbeat.elf", "period_ms=100", "on_poweroff = \"restart\"\non_crash = \"destroy\""),
+    )
+    .unwrap();
+    let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
+    let mut q = hypervisor(&rig)?;
+    rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
+    q.command(&format!("mount {}:{} /var/xen", rig.bridge_ip(), export.display()), Duration::from_secs(60))?;
+    let out = q.command("create /var/xen/gone.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 1 (gone)"), "{out}");
+    q.expect("domain 1: on_crash=destroy: destroyed", Duration::from_secs(30))?;
+    let out = q.command("create /var/xen/kept.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 2 (kept)"), "{out}");
+    q.expect("domain 2 (kept): crashed:", Duration::from_secs(30))?;
+    let out = q.command("list", CMD)?;
+    assert!(!out.contains("gone "), "on_crash=destroy: {out}");
+    let kept = out.lines().find(|l| l.starts_with("kept ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(kept.contains("c"), "on_crash=preserve keeps it crashed: {kept}");
+    // on_poweroff=restart: a clean exit brings the domain back with a new ID.
+    let out = q.command("create /var/xen/again.cfg", Duration::from_secs(60))?;
+    assert!(out.contains("created domain 3 (again)"), "{out}");
+    q.command("shutdown again", CMD)?;
+    q.expect("domain 4 (again): restarted", Duration::from_secs(60))?;
+    let out = q.command("list", CMD)?;
+    let row = out.lines().find(|l| l.starts_with("again ")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("4"), "{out}");
+    Ok(())
+}
