@@ -187,7 +187,21 @@ impl Conn {
         }
     }
 
-    fn send_raw(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.send_raw_within(bytes, IDLE_MS)
+    }
+
+    /// Best effort, within a second: an Abort to a peer that may be gone.
+    fn abort(&mut self, reason: &str) {
+        let mut plain = Vec::new();
+        migstream::encode(&Record::Abort { reason: reason.chars().take(400).collect() }, &mut plain);
+        if let Some(frame) = self.chan.as_mut().and_then(|c| c.seal(&plain).ok()) {
+            let _ = self.send_raw_within(&frame, 1_000);
+        }
+    }
+
+    /// Sends everything, giving up after `idle_ms` without progress.
+    fn send_raw_within(&mut self, mut bytes: &[u8], idle_ms: u64) -> Result<(), String> {
         let mut last = now_ms();
         while !bytes.is_empty() {
             let seen = network::activity();
@@ -207,8 +221,8 @@ impl Conn {
                 last = now_ms();
                 continue;
             }
-            if now_ms() - last > IDLE_MS {
-                return Err(alloc::format!("peer stopped reading for {} s", IDLE_MS / 1000));
+            if now_ms() - last > idle_ms {
+                return Err(alloc::format!("peer stopped reading for {} s", idle_ms / 1000));
             }
             wait(seen)?;
         }
@@ -379,8 +393,8 @@ fn serve(conn: &mut Conn) -> Result<(String, Option<DomId>), String> {
     match r {
         Ok(m) => Ok(m),
         Err(e) => {
-            let _ = conn.send(&Record::Abort { reason: e.chars().take(400).collect() });
             inc.discard();
+            conn.abort(&e);
             Err(e)
         }
     }
@@ -923,7 +937,7 @@ pub fn migrate(id: DomId, target: &str, req: &Request) -> Result<Report, String>
                 Ok(rep)
             }
             Err(e) => {
-                let _ = conn.send(&Record::Abort { reason: e.chars().take(400).collect() });
+                conn.abort(&e);
                 conn.close();
                 Err(e)
             }

@@ -19,10 +19,14 @@ const KEY: &str = "rhv-test-cluster-key-0123456789";
 
 /// A hypervisor on tap `i` with relocation on (and `extra` options).
 fn host(rig: &Rig, i: usize, name: &str, cpu: Option<&str>, extra: &str) -> Result<Qemu, Error> {
+    host_mem(rig, i, name, cpu, extra, "512M")
+}
+
+fn host_mem(rig: &Rig, i: usize, name: &str, cpu: Option<&str>, extra: &str, mem: &str) -> Result<Qemu, Error> {
     let ip = rig.ip(2 + i as u8);
     let mut b = QemuBuilder::kernel(images::elf()?)
         .append(format!("console=ttyS0 ip={ip}/24 hostname={name} relocation=on relocation-key={KEY} {extra}"))
-        .memory("512M")
+        .memory(mem)
         .name(name)
         .prefix(rig.qemu_prefix())
         .initrd(images::guest("heartbeat")?)
@@ -95,10 +99,32 @@ fn cold_then_live_migration_keeps_the_guest_running() -> Result<(), Error> {
         Regex::new(r"migrate: rx7 done: live, (\d+) round\(s\), .* downtime (\d+) ms, .* now domain 2 there").unwrap();
     let c = done.captures(&out).unwrap_or_else(|| panic!("{out}"));
     assert!(c[1].parse::<u32>().unwrap() >= 2, "{out}");
+    let downtime: f64 = c[2].parse().unwrap();
     assert_eq!(row(&mut b, "rx7")?, None);
     assert_eq!(row(&mut a, "rx7")?.map(|r| r.0), Some(2));
     let (seq2, _) = last_beat(&mut a, "rx7", seq1 + 3)?;
     assert!(seq2 > seq1);
+
+    // Time safety: every beat of the guest's life, from both consoles (a
+    // detached console's backlog travels with the guest and is shown at
+    // the next attach): seq never skips or repeats, the guest clock never
+    // goes back, and no gap exceeds a period plus the downtime (plus
+    // scheduling slack under emulation).
+    let (_, _) = last_beat(&mut a, "rx7", seq2 + 2)?;
+    let re = Regex::new(r"heartbeat rx7 seq=(\d+) t=([0-9.]+)").unwrap();
+    let mut beats: Vec<(u64, f64)> = Vec::new();
+    for text in [a.transcript(), b.transcript()] {
+        beats.extend(re.captures_iter(&text).map(|c| (c[1].parse::<u64>().unwrap(), c[2].parse::<f64>().unwrap())));
+    }
+    beats.sort_by_key(|b| b.0);
+    beats.dedup_by_key(|b| b.0);
+    assert!(beats.len() as u64 >= seq2 && beats[0].0 == 1, "every beat seen once: {beats:?}");
+    for w in beats.windows(2) {
+        let ((s0, t0), (s1, t1)) = (w[0], w[1]);
+        assert_eq!(s1, s0 + 1, "seq skipped or repeated: {w:?}");
+        assert!(t1 > t0, "the guest clock went back: {w:?}");
+        assert!(t1 - t0 <= 100.0 + downtime + 400.0, "a gap beyond the downtime ({downtime} ms): {w:?}");
+    }
     Ok(())
 }
 
@@ -347,5 +373,87 @@ fn save_and_restore_through_the_share() -> Result<(), Error> {
     assert_eq!(row(&mut a, "md")?, None);
     let after = a.command("mem", CMD)?;
     assert!(!before.is_empty() && !after.is_empty());
+    Ok(())
+}
+
+/// `mem`'s figures in KiB: (free frames + the heap's size, heap in use).
+/// The heap grows from free frames and keeps them, so frames given back
+/// by a destroyed domain show in the sum.
+fn free_kib(q: &mut Qemu) -> Result<(u64, u64), Error> {
+    let out = q.command("mem", CMD)?;
+    let kib = |v: &str, unit: &str| {
+        let x: f64 = v.parse().unwrap();
+        (x * match unit {
+            "GiB" => 1048576.0,
+            "MiB" => 1024.0,
+            "KiB" => 1.0,
+            _ => 1.0 / 1024.0,
+        }) as u64
+    };
+    let f = Regex::new(r"free ([0-9.]+) (\w+)").unwrap().captures(&out).unwrap_or_else(|| panic!("{out}"));
+    let h = Regex::new(r"heap: used ([0-9.]+) (\w+) of ([0-9.]+) (\w+)").unwrap().captures(&out).unwrap();
+    Ok((kib(&f[1], &f[2]) + kib(&h[3], &h[4]), kib(&h[1], &h[2])))
+}
+
+#[test]
+fn the_source_keeps_its_domain_when_the_destination_refuses_aborts_or_dies() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "the_source_keeps_its_domain_when_the_destination_refuses") else {
+        return Ok(());
+    };
+    let mut a = host(&rig, 0, "hostA", None, "")?;
+    let mut b = host_mem(&rig, 1, "hostB", None, "", "128M")?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    let free_b = free_kib(&mut b)?;
+    // Too big for hostB: refused before any page moves.
+    a.command("create memdirty name=big memory=200 extra=\"mib=16 rate=2 report_s=1\"", CMD)?;
+    let out = a.command(&format!("migrate --live big {}", rig.ip(3)), Duration::from_secs(60))?;
+    assert!(out.contains("error: migrate big: refused: not enough memory: domain needs 200 MiB"), "{out}");
+    assert!(!out.contains("round 1"), "{out}");
+    a.command("destroy big", CMD)?;
+    // The operator interrupts a live migration: both sides clean up.
+    a.command("create memdirty name=mid memory=96 extra=\"mib=64 rate=8 report_s=1\"", CMD)?;
+    a.send_line("console mid")?;
+    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    a.send_line(&format!("migrate --live mid {}", rig.ip(3)))?;
+    a.expect("migrate: round 1:", Duration::from_secs(120))?;
+    a.send(b"\x03")?;
+    a.expect("error: migrate mid: interrupted (Ctrl-C); the domain stays here", Duration::from_secs(60))?;
+    a.expect(systest::PROMPT, CMD)?;
+    // (The interrupt may cut a page batch short; then the destination
+    // sees the connection end rather than the source's Abort record.)
+    b.expect(
+        Regex::new(&format!(r"relocation: {}: (the source aborted|connection closed by the peer)", rig.ip(2))).unwrap(),
+        Duration::from_secs(60),
+    )?;
+    // The server drops the connection's buffers once it has closed it
+    // (within a second); poll `mem` until then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (free, heap_used) = loop {
+        let (free, heap_used) = free_kib(&mut b)?;
+        if heap_used <= free_b.1 + 512 || std::time::Instant::now() > deadline {
+            break (free, heap_used);
+        }
+        // Polling; back-to-back commands would keep hostB's shell (which
+        // input preempts everything for) from letting the server run.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(free.abs_diff(free_b.0) <= 200, "hostB freed every frame of the partial domain: {free} vs {free_b:?} KiB");
+    assert!(heap_used <= free_b.1 + 512, "and every buffer: heap {heap_used} KiB in use vs {free_b:?}");
+    assert_eq!(row(&mut b, "mid")?, None);
+    // The destination dies in the middle: the domain runs on here.
+    a.send_line(&format!("migrate --live mid {}", rig.ip(3)))?;
+    a.expect("migrate: round 1:", Duration::from_secs(120))?;
+    drop(b);
+    a.expect(Regex::new(r"error: migrate mid: .*; the domain stays here").unwrap(), Duration::from_secs(120))?;
+    a.expect(systest::PROMPT, CMD)?;
+    let (_, state) = row(&mut a, "mid")?.expect("still on hostA");
+    assert!(!state.contains('p'), "running again, not paused: {state}");
+    a.send_line("console mid")?;
+    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
     Ok(())
 }
