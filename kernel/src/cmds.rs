@@ -321,7 +321,15 @@ fn info() {
     println!("tsc: {}.{:03} MHz ({})", hz / 1_000_000, (hz / 1000) % 1000, time::tsc_source());
     println!("apic: {} id {}, timer {} Hz", apic::mode_name(), apic::id(), apic::timer_hz());
     println!("fpu: guest state saved with {}", crate::arch::fpu::mechanism());
-    println!("cpu policy: {}", crate::domains::host_policy().summary());
+    println!(
+        "cpu policy: {}; guest cpuid {}",
+        crate::domains::host_policy().summary(),
+        if crate::arch::cpuid_fault::enabled() {
+            "trapped (CPUID faulting)"
+        } else {
+            "native (use the cpuid hypercall)"
+        }
+    );
     println!("relocation: {}", crate::migrate::status());
     let onoff = |b: bool| if b { "on" } else { "unavailable" };
     let (smep, smap) = crate::arch::smep_smap_enabled();

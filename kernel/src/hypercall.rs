@@ -237,6 +237,34 @@ fn net_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
 }
 
 /// An exception in ring 3: the domain is crashed with a one-line reason.
+/// CPUID faulting: a guest's `cpuid` (0F A2) raised #GP(0); answer it from
+/// the domain's CPU policy and step over it. False if it was something else.
+pub fn emulate_cpuid(f: &mut TrapFrame) -> bool {
+    if f.vector != 13 || f.error_code != 0 || !crate::arch::cpuid_fault::enabled() {
+        return false;
+    }
+    let Some((dom, _)) = vcpu::current_vcpu() else { return false };
+    let (leaf, sub) = (f.rax as u32, f.rcx as u32);
+    let done = with_dom(dom, |d| {
+        if d.copy_from(f.rip, 2)? != [0x0f, 0xa2] {
+            return Err(Error::Invalid);
+        }
+        let r = crate::arch::cpu::cpuid(leaf, sub);
+        Ok(d.policy.filter_leaf(leaf, sub, [r.eax, r.ebx, r.ecx, r.edx]))
+    });
+    match done {
+        Ok(regs) => {
+            f.rax = u64::from(regs[0]);
+            f.rbx = u64::from(regs[1]);
+            f.rcx = u64::from(regs[2]);
+            f.rdx = u64::from(regs[3]);
+            f.rip += 2;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 pub fn guest_exception(f: &TrapFrame) -> ! {
     let (mn, name) = exception_name(f.vector);
     let reason = if f.vector == 14 {

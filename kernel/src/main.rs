@@ -190,6 +190,9 @@ mod kernel {
         );
 
         crate::vcpu::init();
+        if crate::arch::cpuid_fault::init() {
+            log::info!("cpu: CPUID faulting on (guests see their CPU policy)");
+        }
         crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref());
         crate::blk::start();
         cpu::sti();

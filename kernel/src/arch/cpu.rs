@@ -108,6 +108,52 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     };
 }
 
+extern "C" {
+    fn rhv_rdmsr_safe(msr: u32, out: *mut u64) -> u64;
+    fn rhv_wrmsr_safe(msr: u32, value: u64) -> u64;
+    static rhv_rdmsr_insn: u8;
+    static rhv_rdmsr_fixup: u8;
+    static rhv_wrmsr_insn: u8;
+    static rhv_wrmsr_fixup: u8;
+}
+
+/// Reads an MSR the CPU may not have: `None` instead of a #GP.
+pub fn rdmsr_safe(msr: u32) -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: reading an MSR has no side effects on the MSRs probed here;
+    // a #GP is turned into the error return by `msr_fixup`.
+    let r = unsafe { rhv_rdmsr_safe(msr, &mut v) };
+    (r == 0).then_some(v)
+}
+
+/// Writes an MSR the CPU may not have; false on #GP.
+///
+/// # Safety
+/// As for [`wrmsr`]: the value must not break the kernel's assumptions.
+pub unsafe fn wrmsr_safe(msr: u32, value: u64) -> bool {
+    // SAFETY: the caller's contract; a #GP is recovered by `msr_fixup`.
+    unsafe { rhv_wrmsr_safe(msr, value) == 0 }
+}
+
+/// Where a #GP at kernel address `rip` continues, if `rip` is one of the
+/// guarded MSR instructions.
+pub fn msr_fixup(rip: u64) -> Option<u64> {
+    // Only the addresses of the asm labels are taken (no read).
+    let (ri, rf, wi, wf) = (
+        core::ptr::addr_of!(rhv_rdmsr_insn) as u64,
+        core::ptr::addr_of!(rhv_rdmsr_fixup) as u64,
+        core::ptr::addr_of!(rhv_wrmsr_insn) as u64,
+        core::ptr::addr_of!(rhv_wrmsr_fixup) as u64,
+    );
+    if rip == ri {
+        Some(rf)
+    } else if rip == wi {
+        Some(wf)
+    } else {
+        None
+    }
+}
+
 /// A hardware random number (RDRAND), if the CPU has the instruction and
 /// it delivers within ten tries.
 pub fn rdrand() -> Option<u64> {

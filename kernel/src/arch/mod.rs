@@ -4,6 +4,7 @@
 
 pub mod apic;
 pub mod cpu;
+pub mod cpuid_fault;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;

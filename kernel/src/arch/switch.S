@@ -65,3 +65,41 @@ rhv_enter_user:
 rhv_syscall_user_rsp: .quad 0
 .global rhv_kstack_top
 rhv_kstack_top: .quad 0
+
+.section .text.switch, "ax"
+/* MSR access that survives a #GP (an MSR the CPU does not have): the
+ * #GP handler sends a fault at rhv_rdmsr_insn / rhv_wrmsr_insn to the
+ * matching fixup, which returns 1.
+ *   u64 rhv_rdmsr_safe(u32 msr, u64 *out)   0 = ok
+ *   u64 rhv_wrmsr_safe(u32 msr, u64 value)  0 = ok */
+.global rhv_rdmsr_safe
+.global rhv_rdmsr_insn
+.global rhv_rdmsr_fixup
+rhv_rdmsr_safe:
+    mov %edi, %ecx
+rhv_rdmsr_insn:
+    rdmsr
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, (%rsi)
+    xor %eax, %eax
+    ret
+rhv_rdmsr_fixup:
+    mov $1, %eax
+    ret
+
+.global rhv_wrmsr_safe
+.global rhv_wrmsr_insn
+.global rhv_wrmsr_fixup
+rhv_wrmsr_safe:
+    mov %edi, %ecx
+    mov %rsi, %rax
+    mov %rsi, %rdx
+    shr $32, %rdx
+rhv_wrmsr_insn:
+    wrmsr
+    xor %eax, %eax
+    ret
+rhv_wrmsr_fixup:
+    mov $1, %eax
+    ret

@@ -92,7 +92,14 @@ pub fn exception_name(v: u64) -> (&'static str, &'static str) {
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
-        0..=31 if frame.cs & 3 == 3 => crate::hypercall::guest_exception(frame),
+        0..=31 if frame.cs & 3 == 3 => {
+            if !crate::hypercall::emulate_cpuid(frame) {
+                crate::hypercall::guest_exception(frame)
+            }
+        }
+        13 if frame.cs & 3 == 0 && super::cpu::msr_fixup(frame.rip).is_some() => {
+            frame.rip = super::cpu::msr_fixup(frame.rip).unwrap_or(frame.rip);
+        }
         0..=31 => fatal_exception(frame),
         HYPERCALL_VECTOR => crate::hypercall::dispatch(frame),
         v if v == u64::from(apic::TIMER_VECTOR) => {
