@@ -368,41 +368,9 @@ pub fn create_with(
         Some(spec) => hypervisor::cpupolicy::parse_spec(spec, &host)?,
         None => host,
     };
-    let pages = mem_bytes / PAGE_SIZE;
-    let (_, free, _) = mm::frame_stats();
-    // Guest memory plus page tables (about 1/512) and slack.
-    if pages * PAGE_SIZE + pages * 8 + (1 << 20) > free {
-        return Err(alloc::format!("not enough memory: domain needs {} MiB, {} free", args.memory_mib, free >> 20));
-    }
+    check_room(args.memory_mib)?;
 
-    let mut d = Domain {
-        mem_bytes,
-        p2m: Vec::new(),
-        perms: Vec::new(),
-        pml4: 0,
-        pt_frames: Vec::new(),
-        vcpus: Vec::new(),
-        paused: false,
-        stop: None,
-        shutdown_deadline: None,
-        console: ConsoleRing::new(16 * 1024),
-        out_filter: GuestOutputFilter::new(),
-        input: alloc::collections::VecDeque::new(),
-        events: 0,
-        epoch_ns: time::now_ns() as i64,
-        created_tsc: cpu::rdtsc(),
-        weight: args.weight,
-        image: image_name.to_string(),
-        cmdline: args.extra.clone(),
-        memory_mib: args.memory_mib,
-        policy,
-        cpuid_spec: args.cpuid.clone().unwrap_or_default(),
-        time_generation: 0,
-        dirty_log: None,
-        migrating: false,
-        args: CreateArgs { name: Some(name.clone()), ..args.clone() },
-        handled: false,
-    };
+    let mut d = blank(CreateArgs { name: Some(name.clone()), ..args.clone() }, mem_bytes, image_name, policy, false);
     if let Err(e) = build_memory(&mut d, &img, file, &name, args) {
         d.free_memory();
         return Err(e);
@@ -602,6 +570,49 @@ fn write_time_records(d: &Domain, vcpus: u32, tsc: u64, system_ns: u64) {
     }
 }
 
+/// Is there room for a domain of `memory_mib`? (Guest memory plus page
+/// tables, about 1/512, and slack.)
+fn check_room(memory_mib: u64) -> Result<(), String> {
+    let pages = memory_mib * 256;
+    let (_, free, _) = mm::frame_stats();
+    if pages * PAGE_SIZE + pages * 8 + (1 << 20) > free {
+        return Err(alloc::format!("not enough memory: domain needs {memory_mib} MiB, {} free", free >> 20));
+    }
+    Ok(())
+}
+
+/// A domain with no memory, vCPUs or state yet.
+fn blank(args: CreateArgs, mem_bytes: u64, image: &str, policy: CpuPolicy, migrating: bool) -> Domain {
+    Domain {
+        mem_bytes,
+        p2m: Vec::new(),
+        perms: Vec::new(),
+        pml4: 0,
+        pt_frames: Vec::new(),
+        vcpus: Vec::new(),
+        paused: migrating,
+        stop: None,
+        shutdown_deadline: None,
+        console: ConsoleRing::new(16 * 1024),
+        out_filter: GuestOutputFilter::new(),
+        input: alloc::collections::VecDeque::new(),
+        events: 0,
+        epoch_ns: time::now_ns() as i64,
+        created_tsc: cpu::rdtsc(),
+        weight: args.weight,
+        image: image.to_string(),
+        cmdline: args.extra.clone(),
+        memory_mib: args.memory_mib,
+        policy,
+        cpuid_spec: args.cpuid.clone().unwrap_or_default(),
+        time_generation: 0,
+        dirty_log: None,
+        migrating,
+        args,
+        handled: false,
+    }
+}
+
 /// A domain arriving by migration or restore: memory laid out as `layout`
 /// says (zeroed; pages follow), no vCPU threads yet, paused, flagged
 /// `migrating` so the shell leaves it alone until [`finish_incoming`].
@@ -614,50 +625,21 @@ pub fn create_incoming(rec: &DomainRecord, policy: CpuPolicy) -> Result<DomId, S
     if with_table(|t| t.resolve(&rec.name).is_ok()) {
         return Err(alloc::format!("a domain named '{}' already exists here", rec.name));
     }
+    check_room(rec.memory_mib)?;
     let pages = mem_bytes / PAGE_SIZE;
-    let (_, free, _) = mm::frame_stats();
-    if pages * PAGE_SIZE + pages * 8 + (1 << 20) > free {
-        return Err(alloc::format!("not enough memory: domain needs {} MiB, {} free", rec.memory_mib, free >> 20));
-    }
-    let mut d = Domain {
-        mem_bytes,
-        p2m: Vec::new(),
-        perms: Vec::new(),
-        pml4: 0,
-        pt_frames: Vec::new(),
-        vcpus: Vec::new(),
-        paused: true,
-        stop: None,
-        shutdown_deadline: None,
-        console: ConsoleRing::new(16 * 1024),
-        out_filter: GuestOutputFilter::new(),
-        input: alloc::collections::VecDeque::new(),
-        events: 0,
-        epoch_ns: time::now_ns() as i64,
-        created_tsc: cpu::rdtsc(),
-        weight: rec.weight.max(1),
+    let args = CreateArgs {
         image: rec.image.clone(),
-        cmdline: rec.extra.clone(),
+        name: Some(rec.name.clone()),
         memory_mib: rec.memory_mib,
-        policy,
-        cpuid_spec: rec.cpuid.clone(),
-        time_generation: 0,
-        dirty_log: None,
-        migrating: true,
-        args: CreateArgs {
-            image: rec.image.clone(),
-            name: Some(rec.name.clone()),
-            memory_mib: rec.memory_mib,
-            vcpus: rec.vcpus,
-            extra: rec.extra.clone(),
-            weight: rec.weight.max(1),
-            vif: rec.vifs.first().map(|m| alloc::format!("mac={}", net::mac::Mac(*m))),
-            cpuid: (!rec.cpuid.is_empty()).then(|| rec.cpuid.clone()),
-            on_poweroff: Action::from_code(rec.on_poweroff).unwrap_or(Action::Destroy),
-            on_crash: Action::from_code(rec.on_crash).unwrap_or(Action::Preserve),
-        },
-        handled: false,
+        vcpus: rec.vcpus,
+        extra: rec.extra.clone(),
+        weight: rec.weight.max(1),
+        vif: rec.vifs.first().map(|m| alloc::format!("mac={}", net::mac::Mac(*m))),
+        cpuid: (!rec.cpuid.is_empty()).then(|| rec.cpuid.clone()),
+        on_poweroff: Action::from_code(rec.on_poweroff).unwrap_or(Action::Destroy),
+        on_crash: Action::from_code(rec.on_crash).unwrap_or(Action::Preserve),
     };
+    let mut d = blank(args, mem_bytes, &rec.image, policy, true);
     let mut perms = Vec::new();
     perms.try_reserve_exact(pages as usize).map_err(|_| "out of memory")?;
     for r in &rec.layout {

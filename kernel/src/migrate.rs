@@ -742,6 +742,21 @@ struct Rollback {
 }
 
 impl Rollback {
+    /// The end of an outgoing stream: on success the domain here goes (it
+    /// lives on there, or in the file); on failure it is restored.
+    fn settle(mut self, r: Result<Report, String>) -> Result<Report, String> {
+        match r {
+            Ok(rep) => {
+                domains::destroy(self.id);
+                Ok(rep)
+            }
+            Err(e) => {
+                self.undo();
+                Err(e)
+            }
+        }
+    }
+
     fn undo(&mut self) {
         domains::with_table(|t| {
             if let Some(d) = t.get_mut(self.id) {
@@ -943,17 +958,8 @@ pub fn migrate(id: DomId, target: &str, req: &Request) -> Result<Report, String>
             }
         }
     })();
-    match r {
-        Ok(rep) => {
-            // Confirmed running there: only now does the copy here go.
-            domains::destroy(id);
-            Ok(rep)
-        }
-        Err(e) => {
-            rb.undo();
-            Err(e)
-        }
-    }
+    // Confirmed running there: only now does the copy here go.
+    rb.settle(r)
 }
 
 // -- Save and restore --------------------------------------------------------
@@ -995,16 +1001,7 @@ pub fn save(id: DomId, path: &str) -> Result<Report, String> {
         sink.file.nfs.commit(&sink.file.fh).map_err(|e| alloc::format!("{path}: {e}"))?;
         Ok(rep)
     })();
-    match r {
-        Ok(rep) => {
-            domains::destroy(id);
-            Ok(rep)
-        }
-        Err(e) => {
-            rb.undo();
-            Err(e)
-        }
-    }
+    rb.settle(r)
 }
 
 /// `restore [-p] <file>`: a domain back from a save file.

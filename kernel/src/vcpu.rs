@@ -140,11 +140,19 @@ pub fn create_vcpu(dom: DomId, idx: u32, cr3: u64, frame: TrapFrame, weight: u16
         owner: Some((dom, idx)),
         xcr0,
     });
+    add_thread(t, weight, false)
+}
+
+/// Registers a new thread with the scheduler (paused, or runnable).
+fn add_thread(t: Box<Thread>, weight: u16, runnable: bool) -> Option<ThreadId> {
     with(|s| {
         let id = s.next_id;
         s.next_id += 1;
         s.threads.insert(id, t);
         s.sched.add(id, weight);
+        if runnable {
+            s.sched.set_state(id, SchedState::Runnable);
+        }
         id
     })
 }
@@ -188,14 +196,7 @@ pub fn spawn_kernel(entry: extern "C" fn(u64) -> !, arg: u64, weight: u16) -> Op
         owner: None,
         xcr0: 0,
     });
-    with(|s| {
-        let id = s.next_id;
-        s.next_id += 1;
-        s.threads.insert(id, t);
-        s.sched.add(id, weight);
-        s.sched.set_state(id, SchedState::Runnable);
-        id
-    })
+    add_thread(t, weight, true)
 }
 
 /// A stopped vCPU's user-visible state, for migration.
