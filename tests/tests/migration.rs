@@ -177,9 +177,12 @@ fn the_destination_refuses_a_cpu_it_cannot_honour_before_any_page_moves() -> Res
         0,
         "sse3/ssse3/sse4/popcnt hidden: {line}"
     );
-    let out = a.command(&format!("migrate level {}", rig.ip(3)), Duration::from_secs(60))?;
+    // -p: it arrives paused, and runs on when unpaused there.
+    let out = a.command(&format!("migrate -p level {}", rig.ip(3)), Duration::from_secs(60))?;
     assert!(out.contains("migrate: level done: cold"), "{out}");
-    assert!(row(&mut b, "level")?.is_some());
+    let (_, state) = row(&mut b, "level")?.expect("level arrived");
+    assert!(state.contains('p'), "paused at the destination: {state}");
+    b.command("unpause level", CMD)?;
     last_beat(&mut b, "level", 3)?;
     Ok(())
 }
