@@ -460,3 +460,33 @@ fn the_source_keeps_its_domain_when_the_destination_refuses_aborts_or_dies() -> 
     a.expect(systest::PROMPT, CMD)?;
     Ok(())
 }
+
+#[test]
+fn repeated_migrations_return_every_frame() -> Result<(), Error> {
+    let _turn = turn();
+    let Some(rig) = Rig::up_or_skip(2, "repeated_migrations_return_every_frame") else { return Ok(()) };
+    let mut a = host(&rig, 0, "hostA", None, "")?;
+    let mut b = host(&rig, 1, "hostB", None, "")?;
+    rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
+    let (free_a, _) = free_kib(&mut a)?;
+    let (free_b, _) = free_kib(&mut b)?;
+    a.command("create memdirty name=pp memory=64 extra=\"mib=16 rate=2 report_s=1\"", CMD)?;
+    for i in 0..3 {
+        let out = a.command(&format!("migrate --live pp {}", rig.ip(3)), Duration::from_secs(120))?;
+        assert!(out.contains("migrate: pp done: live"), "round {i} A→B: {out}");
+        let out = b.command(&format!("migrate --live pp {}", rig.ip(2)), Duration::from_secs(120))?;
+        assert!(out.contains("migrate: pp done: live"), "round {i} B→A: {out}");
+    }
+    a.send_line("console pp")?;
+    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
+    a.send(b"\x1d")?;
+    a.expect(systest::PROMPT, CMD)?;
+    a.command("destroy pp", CMD)?;
+    // Frames (free + the heap, which keeps what it grew by) are all back on
+    // both hosts after six migrations.
+    let (after_a, _) = free_kib(&mut a)?;
+    let (after_b, _) = free_kib(&mut b)?;
+    assert!(after_a.abs_diff(free_a) <= 200, "hostA: {free_a} KiB before, {after_a} KiB after");
+    assert!(after_b.abs_diff(free_b) <= 200, "hostB: {free_b} KiB before, {after_b} KiB after");
+    Ok(())
+}
