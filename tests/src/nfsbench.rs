@@ -23,10 +23,17 @@ impl NfsServer {
     /// Starts ganesha in `rig` exporting `export` (read-write), with its
     /// config, log and pid files in `state`.
     pub fn start(rig: &Rig, export: &Path, state: &Path) -> Result<NfsServer, Error> {
+        Self::start_with(rig, export, state, &[])
+    }
+
+    /// [`NfsServer::start`] with extra `scripts/nfs-server start` options
+    /// (`--ro`).
+    pub fn start_with(rig: &Rig, export: &Path, state: &Path, extra: &[&str]) -> Result<NfsServer, Error> {
         let out = Command::new(repo_root().join("scripts/nfs-server"))
             .args(["start", rig.ns(), rig.bridge_ip()])
             .arg(export)
             .arg(state)
+            .args(extra)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| Error::Setup(format!("scripts/nfs-server: {e}")))?;

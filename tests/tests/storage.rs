@@ -1,55 +1,12 @@
 //! Shared storage without dom0: the hypervisor mounts a real NFSv3 server
 //! (nfs-ganesha, started inside the rig's namespace) by itself.
-use std::process::Command;
 use std::time::Duration;
 
+use systest::nfsbench::NfsServer;
 use systest::rig::Rig;
-use systest::{images, repo_root, timeouts, Error, Qemu, QemuBuilder, TempDir};
+use systest::{images, timeouts, Error, Qemu, QemuBuilder, TempDir};
 
 const CMD: Duration = timeouts::COMMAND;
-
-/// nfs-ganesha serving a directory inside a rig; stopped on drop.
-struct NfsServer {
-    ns: String,
-    state: std::path::PathBuf,
-}
-
-impl NfsServer {
-    fn start(rig: &Rig, export: &std::path::Path, state: &std::path::Path) -> Result<NfsServer, Error> {
-        Self::start_with(rig, export, state, &[])
-    }
-
-    fn start_with(
-        rig: &Rig,
-        export: &std::path::Path,
-        state: &std::path::Path,
-        extra: &[&str],
-    ) -> Result<NfsServer, Error> {
-        let out = Command::new(repo_root().join("scripts/nfs-server"))
-            .args(["start", rig.ns(), rig.bridge_ip()])
-            .arg(export)
-            .arg(state)
-            .args(extra)
-            .output()
-            .map_err(|e| Error::Setup(format!("scripts/nfs-server: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Setup(format!("nfs-server start failed: {}", String::from_utf8_lossy(&out.stderr))));
-        }
-        Ok(NfsServer { ns: rig.ns().to_string(), state: state.to_path_buf() })
-    }
-}
-
-impl NfsServer {
-    fn stop(&self) {
-        let _ = Command::new(repo_root().join("scripts/nfs-server")).args(["stop", &self.ns]).arg(&self.state).status();
-    }
-}
-
-impl Drop for NfsServer {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/nfs-server")).args(["stop", &self.ns]).arg(&self.state).status();
-    }
-}
 
 /// sha256sum of a file, computed by Linux.
 fn sha256_hex(rig: &Rig, path: &std::path::Path) -> Result<String, Error> {
@@ -189,7 +146,6 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     let out = q.command("cp /var/xen/small.txt /var/xen/copy.txt", Duration::from_secs(30))?;
     assert!(out.starts_with("error: cp ") && out.contains("read-only file system"), "{out}");
     q.command("umount /var/xen", Duration::from_secs(30))?;
-    server.stop();
     drop(server);
 
     // Read-write again; the server restarts in the middle of a large read:
@@ -201,7 +157,6 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     // Fault injection point (the read takes several seconds under TCG); the
     // result does not depend on when exactly the server goes away.
     std::thread::sleep(Duration::from_secs(2));
-    server.stop();
     drop(server);
     let _server = NfsServer::start(&rig, &export, &state)?;
     q.expect(
@@ -270,7 +225,6 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
     let spec = format!("{}:{}", rig.bridge_ip(), export.display());
     let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
     assert!(!out.contains("error"), "{out}");
-    server.stop();
     drop(server);
     // The call waits for the server, says so once, and Ctrl-C gives up.
     q.send_line("cat /var/xen/a.txt")?;
