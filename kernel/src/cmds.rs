@@ -511,14 +511,7 @@ pub fn respawn(r: crate::domains::Respawn) {
         for (target, vdev, writable) in &r.disks {
             disks.push(crate::blk::open(target, vdev, *writable)?);
         }
-        let mut disks = Some(disks);
-        let mut attach = |id| {
-            if let Some(d) = disks.take() {
-                crate::blk::attach(id, d);
-            }
-            Ok(())
-        };
-        crate::domains::create_with(&r.args, &stem, &bytes, &mut attach)
+        crate::domains::create(&r.args, &stem, &bytes, disks)
     });
     match result {
         Ok(id) => log::info!("domain {id} ({name}): restarted"),
@@ -584,14 +577,7 @@ fn create(args: &[&str]) {
         }
     };
     let t0 = time::now_ns();
-    let mut disks = Some(disks);
-    let mut attach_disks = |id| {
-        if let Some(d) = disks.take() {
-            crate::blk::attach(id, d);
-        }
-        Ok(())
-    };
-    match crate::domains::create_with(&a, &stem, bytes, &mut attach_disks) {
+    match crate::domains::create(&a, &stem, bytes, disks) {
         Ok(id) => {
             let us = (time::now_ns() - t0) / 1000;
             let name = crate::domains::with_table(|t| t.name(id).map(String::from)).unwrap_or_default();

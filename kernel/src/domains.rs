@@ -351,14 +351,13 @@ fn as_bytes<T: Copy>(v: &T) -> &[u8] {
     unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
 }
 
-/// Creates and starts a domain from an ELF image, running `before_start(id)` once the
-/// domain exists but before its first vCPU can run (attaching disks); an
-/// error destroys it.
-pub fn create_with(
+/// Creates and starts a domain from an ELF image with the opened `disks`
+/// (attached before its first vCPU can run).
+pub fn create(
     args: &CreateArgs,
     image_name: &str,
     file: &[u8],
-    before_start: &mut dyn FnMut(DomId) -> Result<(), String>,
+    disks: Vec<crate::blk::OpenDisk>,
 ) -> Result<DomId, String> {
     let mem_bytes = args.memory_mib.checked_mul(1 << 20).ok_or("memory size overflows")?;
     let img = elf::parse(file, mem_bytes).map_err(|e| alloc::format!("{image_name}: {e}"))?;
@@ -437,10 +436,7 @@ pub fn create_with(
         destroy(id);
         return Err("out of memory for vCPU stacks".into());
     }
-    if let Err(e) = before_start(id) {
-        destroy(id);
-        return Err(e);
-    }
+    crate::blk::attach(id, disks);
     with_table(|t| {
         if let Some(d) = t.get(id) {
             if let Some(v) = d.vcpus.first() {

@@ -145,15 +145,11 @@ pub fn status() -> String {
 
 // -- The TCP connection + channel ------------------------------------------
 
-/// Who waits: the shell (idles, Ctrl-C aborts) or a service thread (sleeps
-/// until the network moves).
+/// Waits for the network to move (`network::wait_progress`); Ctrl-C at the
+/// shell aborts.
 fn wait(seen: u64) -> Result<(), String> {
-    if vcpu::current() == vcpu::SHELL {
-        if crate::cmds::wait_interruptible() {
-            return Err("interrupted (Ctrl-C)".into());
-        }
-    } else {
-        network::wait_activity(seen, 10_000_000);
+    if network::wait_progress(seen) {
+        return Err("interrupted (Ctrl-C)".into());
     }
     Ok(())
 }
@@ -249,12 +245,6 @@ impl Conn {
             }
             wait(seen)?;
         }
-    }
-
-    fn send(&mut self, rec: &Record) -> Result<(), String> {
-        let mut plain = Vec::new();
-        migstream::encode(rec, &mut plain);
-        self.send_encoded(&plain)
     }
 
     fn send_encoded(&mut self, plain: &[u8]) -> Result<(), String> {
@@ -406,13 +396,13 @@ fn receive(conn: &mut Conn, inc: &mut IncomingStream) -> Result<(String, Option<
         match inc.push(&msg)? {
             Step::More => {}
             Step::Reply(r) => {
-                conn.send(&r)?;
+                conn.record(&r)?;
                 if let Record::Refuse { reason } = *r {
                     return Err(alloc::format!("refused {}: {reason}", inc.name()));
                 }
             }
             Step::Done(id) => {
-                if let Err(e) = conn.send(&Record::Resumed { domid: id }) {
+                if let Err(e) = conn.record(&Record::Resumed { domid: id }) {
                     // The source cannot learn that it runs here, so it
                     // resumes its copy: this one must go.
                     domains::destroy(id);
@@ -615,16 +605,7 @@ fn announce(id: DomId) {
 }
 
 fn sleep_ms(ms: u64) {
-    let until = time::now_ns() + ms * 1_000_000;
-    while time::now_ns() < until {
-        if vcpu::current() == vcpu::SHELL {
-            if crate::cmds::wait_interruptible() {
-                return;
-            }
-        } else {
-            vcpu::block_current(Some(until));
-        }
-    }
+    network::sleep_until(time::now_ns() + ms * 1_000_000);
 }
 
 // -- Source ------------------------------------------------------------------
@@ -825,28 +806,23 @@ fn send_domain(id: DomId, sink: &mut dyn Sink, req: &Request, flags: u32, rb: &m
     let paused_at = time::now_ns();
     rb.paused = true;
     domains::set_paused(id, true)?;
-    let last: Vec<u64> = if req.live {
-        rounds += 1;
-        domains::with_table(|t| t.get_mut(id).map(|d| d.take_dirty())).ok_or("the domain vanished")?
-    } else {
-        rounds = 1;
-        all
-    };
-    // vCPU state first (waits for block requests in flight), then the pages
-    // (a finished block read has written guest memory), then the disks.
+    // vCPU state first (it waits for block requests in flight, whose reads
+    // write guest memory), then every page dirtied since the last round
+    // was read, then the disks.
     let mut vrecs = Vec::new();
     for i in 0..vcpus {
         vrecs.push(domains::export_vcpu(id, i, &mut rb.pending)?);
     }
     let last: Vec<u64> = if req.live {
-        let mut l = last;
-        l.append(&mut carried);
-        l.extend(domains::with_table(|t| t.get_mut(id).map(|d| d.take_dirty())).unwrap_or_default());
+        rounds += 1;
+        let mut l = carried;
+        l.extend(domains::with_table(|t| t.get_mut(id).map(|d| d.take_dirty())).ok_or("the domain vanished")?);
         l.sort_unstable();
         l.dedup();
         l
     } else {
-        last
+        rounds = 1;
+        all
     };
     sink.record(&Record::Round { round: rounds, pages: last.len() as u32 })?;
     sent_pages += send_pages(sink, id, &last)?.0;
@@ -1009,6 +985,7 @@ pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
     let mut file =
         crate::storage::open_file(path).map_err(|e| e.trim_start_matches(path).trim_start_matches(": ").to_string())?;
     let mut inc = IncomingStream::new(alloc::format!("from {path}"));
+    inc.force_paused = paused;
     let mut off = 0u64;
     let size = file.size;
     let r = (|| {
@@ -1020,7 +997,7 @@ pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
                 break;
             }
             off += chunk.len() as u64;
-            if let Some(id) = inc.push_file_bytes_paused(&chunk, paused)? {
+            if let Some(id) = inc.push_file_bytes(&chunk)? {
                 return Ok(id);
             }
         }
@@ -1032,12 +1009,5 @@ pub fn restore(path: &str, paused: bool) -> Result<(DomId, String), String> {
             inc.discard();
             Err(e)
         }
-    }
-}
-
-impl IncomingStream {
-    fn push_file_bytes_paused(&mut self, bytes: &[u8], paused: bool) -> Result<Option<DomId>, String> {
-        self.force_paused = paused;
-        self.push_file_bytes(bytes)
     }
 }

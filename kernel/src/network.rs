@@ -157,6 +157,31 @@ pub fn pump() {
     }
 }
 
+/// Waits a little for network progress, whoever calls: the shell idles
+/// (running guests) and reports Ctrl-C (true); a service thread sleeps
+/// until the host stack receives something after [`activity`] returned
+/// `seen`, or 10 ms pass (never interrupted).
+pub fn wait_progress(seen: u64) -> bool {
+    if vcpu::current() == vcpu::SHELL {
+        return crate::cmds::wait_interruptible();
+    }
+    wait_activity(seen, 10_000_000);
+    false
+}
+
+/// Sleeps until host time `until_ns`: the shell idles and stops early on
+/// Ctrl-C (true), a service thread blocks.
+pub fn sleep_until(until_ns: u64) -> bool {
+    while time::now_ns() < until_ns {
+        if vcpu::current() != vcpu::SHELL {
+            vcpu::block_current(Some(until_ns));
+        } else if crate::cmds::wait_interruptible() {
+            return true;
+        }
+    }
+    false
+}
+
 /// The host stack's receive counter, for [`wait_activity`].
 pub fn activity() -> u64 {
     ACTIVITY.load(Ordering::Relaxed)

@@ -184,22 +184,11 @@ impl KernelTransport {
                 give_up(self, &mut results, TransportError::Timeout);
                 continue;
             }
-            if results.iter().any(Option::is_none) && wait_a_little(seen) {
+            if results.iter().any(Option::is_none) && network::wait_progress(seen) {
                 give_up(self, &mut results, TransportError::Interrupted);
             }
         }
     }
-}
-
-/// Waits for network progress: the shell idles (running guests) and
-/// notices Ctrl-C (true); a service thread sleeps until the host stack
-/// receives something or 10 ms pass (never interrupted).
-fn wait_a_little(seen: u64) -> bool {
-    if crate::vcpu::current() == crate::vcpu::SHELL {
-        return crate::cmds::wait_interruptible();
-    }
-    network::wait_activity(seen, 10_000_000);
-    false
 }
 
 impl RpcTransport for KernelTransport {
@@ -223,14 +212,7 @@ impl RpcTransport for KernelTransport {
     }
 
     fn wait_ms(&mut self, ms: u64) {
-        let until = now_ms() + ms;
-        while now_ms() < until {
-            if crate::vcpu::current() != crate::vcpu::SHELL {
-                crate::vcpu::block_current(Some(until * 1_000_000));
-            } else if crate::cmds::wait_interruptible() {
-                return;
-            }
-        }
+        network::sleep_until(time::now_ns() + ms * 1_000_000);
     }
 }
 
@@ -341,12 +323,18 @@ pub fn with_path<R>(
     path: &str,
     f: impl FnOnce(&mut Nfs<KernelTransport>, &str) -> Result<R, NfsError>,
 ) -> Result<R, String> {
+    locate(path, |m, path, rel| f(&mut m.nfs, rel).map_err(|e| alloc::format!("{path}: {e}")))?
+}
+
+/// Runs `f` with the mount holding `path`, the normalized path and the
+/// path inside the export (under the mount table's lock).
+fn locate<R>(path: &str, f: impl FnOnce(&mut Mount, &str, &str) -> R) -> Result<R, String> {
     let path = normalize(path)?;
     let mut ms = MOUNTS.lock();
     let m =
         owner(&mut ms, &path).ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
     let rel = path[m.at.len()..].trim_start_matches('/').to_string();
-    f(&mut m.nfs, &rel).map_err(|e| alloc::format!("{path}: {e}"))
+    Ok(f(m, &path, &rel))
 }
 
 /// A file on a mounted export with a connection of its own (for a disk
@@ -361,14 +349,8 @@ pub struct OpenFile {
 
 /// Opens the regular file `path` over a new connection to its server.
 pub fn open_file(path: &str) -> Result<OpenFile, String> {
-    let (server, nfs_port, root, rel) = {
-        let path = normalize(path)?;
-        let mut ms = MOUNTS.lock();
-        let m = owner(&mut ms, &path)
-            .ok_or_else(|| alloc::format!("{path}: not on a mounted file system (see 'mount')"))?;
-        let rel = path[m.at.len()..].trim_start_matches('/').to_string();
-        (m.server, m.nfs_port, m.nfs.root().clone(), rel)
-    };
+    let (server, nfs_port, root, rel) =
+        locate(path, |m, _, rel| (m.server, m.nfs_port, m.nfs.root().clone(), rel.to_string()))?;
     let mut nfs = Nfs::new(KernelTransport::new(server, nfs_port), root).map_err(|e| alloc::format!("{path}: {e}"))?;
     let (fh, attr) = nfs.lookup(&rel).map_err(|e| alloc::format!("{path}: {e}"))?;
     if attr.ftype != net::nfs3::FType3::Reg {
