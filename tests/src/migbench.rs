@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::rig::Rig;
-use crate::{images, netbench, scaled, timeouts, Error, Qemu, QemuBuilder, Regex, PROMPT};
+use crate::{images, netbench, scaled, timeouts, Error, Qemu, QemuBuilder, Regex};
 
 /// The hosts' shared relocation key.
 const KEY: &str = "rhv-bench-cluster-key-0123456789";
@@ -307,11 +307,8 @@ fn migrate(
 /// Waits on `q`'s console for `re` (after attaching), then detaches:
 /// the first capture.
 fn on_console(q: &mut Qemu, dom: &str, re: &Regex, wait: Duration) -> Result<String, Error> {
-    q.send_line(&format!("console {dom}"))?;
-    let caps = q.expect_captures(re, wait)?;
-    q.send(b"\x1d")?;
-    q.expect(PROMPT, timeouts::COMMAND)?;
-    Ok(caps.get(1).cloned().unwrap_or_default())
+    let text = q.on_console(dom, re.clone(), wait)?;
+    Ok(re.captures(&text).and_then(|c| c.get(1)).map(|m| m.as_str().to_string()).unwrap_or_default())
 }
 
 /// Asks `dom` on `q` to shut down and waits for the log's exit line: the

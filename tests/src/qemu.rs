@@ -539,6 +539,17 @@ impl Qemu {
         Ok(command_output(&text))
     }
 
+    /// Attaches to domain `dom`'s console (its backlog is replayed), waits up
+    /// to `timeout` for `pattern`, detaches with Ctrl-] and waits for the
+    /// prompt; returns the console text up to the match.
+    pub fn on_console<P: Pattern>(&mut self, dom: &str, pattern: P, timeout: Duration) -> Result<String, Error> {
+        self.send_line(&format!("console {dom}"))?;
+        let got = self.expect(pattern, timeout)?;
+        self.send(b"\x1d")?;
+        self.expect(PROMPT, crate::timeouts::COMMAND)?;
+        Ok(got)
+    }
+
     /// Waits up to `timeout` for QEMU to exit; `None` if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exit.is_some() {

@@ -167,10 +167,8 @@ fn the_destination_refuses_a_cpu_it_cannot_honour_before_any_page_moves() -> Res
 
     // Levelled down to the pool's baseline, the domain sees only that and moves.
     a.command("create heartbeat name=level cpuid=x86-64-v1 extra=\"period_ms=100 show_cpu=1\"", CMD)?;
-    a.send_line("console level")?;
-    let line = a.expect(Regex::new(r"heartbeat: cpuid 1.ecx=([0-9a-f]{8})").unwrap(), Duration::from_secs(30))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    let line =
+        a.on_console("level", Regex::new(r"heartbeat: cpuid 1.ecx=([0-9a-f]{8})").unwrap(), Duration::from_secs(30))?;
     let ecx = u32::from_str_radix(&line[line.len() - 8..], 16).unwrap();
     assert_eq!(
         ecx & ((1 << 0) | (1 << 9) | (1 << 19) | (1 << 20) | (1 << 23)),
@@ -263,19 +261,13 @@ fn live_migration_keeps_tcp_streams_memory_and_disks() -> Result<(), Error> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Error::Setup(e.to_string()))?;
-    a.send_line("console echo")?;
-    a.expect("echo-server: tcp open", Duration::from_secs(30))?; // the stream runs
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("echo", "echo-server: tcp open", Duration::from_secs(30))?; // the stream runs
     let done = Regex::new(r"migrate: (\w+) done: live, (\d+) round\(s\), .* downtime (\d+) ms").unwrap();
     let out = a.command(&format!("migrate --live echo {}", rig.ip(3)), Duration::from_secs(120))?;
     assert!(done.is_match(&out), "{out}");
     let out = a.command(&format!("migrate --live dirty {}", rig.ip(3)), Duration::from_secs(180))?;
     assert!(done.is_match(&out), "{out}");
-    b.send_line("console dirty")?;
-    b.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    b.send(b"\x1d")?;
-    b.expect(systest::PROMPT, CMD)?;
+    b.on_console("dirty", "memdirty: verify ok", Duration::from_secs(60))?;
     let out = b.command(&format!("migrate --live echo {}", rig.ip(2)), Duration::from_secs(120))?;
     assert!(done.is_match(&out), "{out}");
     let res = client.wait_with_output().map_err(|e| Error::Setup(e.to_string()))?;
@@ -313,10 +305,7 @@ fn disk_writes_are_committed_before_the_destination_resumes() -> Result<(), Erro
     rig.wait_ping(&rig.ip(3), Duration::from_secs(20))?;
     let out = a.command("create /var/xen/log.cfg", Duration::from_secs(60))?;
     assert!(out.contains("(logger)"), "{out}");
-    a.send_line("console logger")?;
-    a.expect("blklog: appended 3, not flushed, now 3 entries", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("logger", "blklog: appended 3, not flushed, now 3 entries", Duration::from_secs(60))?;
     // Written, but only into hostA's write-back cache so far.
     assert_eq!(&std::fs::read(export.join("log.img")).unwrap()[..8], &[0u8; 8]);
     let out = a.command(&format!("migrate --live logger {}", rig.ip(3)), Duration::from_secs(120))?;
@@ -331,11 +320,8 @@ fn disk_writes_are_committed_before_the_destination_resumes() -> Result<(), Erro
     assert!(out.contains("xvda") && out.contains("/var/xen/log.img"), "{out}");
     b.command("destroy logger", CMD)?;
     b.command("create /var/xen/again.cfg", Duration::from_secs(60))?;
-    b.send_line("console logger")?;
-    let got = b.expect("blklog: appended 1, flushed, now 4 entries", Duration::from_secs(60))?;
+    let got = b.on_console("logger", "blklog: appended 1, flushed, now 4 entries", Duration::from_secs(60))?;
     assert!(got.contains("blklog: found 3 entries"), "{got}");
-    b.send(b"\x1d")?;
-    b.expect(systest::PROMPT, CMD)?;
     Ok(())
 }
 
@@ -349,10 +335,7 @@ fn save_and_restore_through_the_share() -> Result<(), Error> {
     let server = systest::nfsbench::NfsServer::start(&rig, &export, &dir.path().join("state"))?;
     let mut a = host(&rig, 0, "hostA", None, &format!("nfs={}@/var/xen", server.spec()))?;
     a.command("create memdirty name=md memory=32 extra=\"mib=8 rate=2 report_s=1\"", CMD)?;
-    a.send_line("console md")?;
-    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("md", "memdirty: verify ok", Duration::from_secs(60))?;
     let out = a.command("save md /var/xen/md.save", Duration::from_secs(120))?;
     let saved = Regex::new(r"saved domain 1 to /var/xen/md.save: \d+ pages, [0-9.]+ MiB in [0-9.]+ s").unwrap();
     assert!(saved.is_match(&out), "{out}");
@@ -361,10 +344,7 @@ fn save_and_restore_through_the_share() -> Result<(), Error> {
     assert!(size > 8 << 20, "the file holds the dirtied memory: {size} bytes");
     let out = a.command("restore /var/xen/md.save", Duration::from_secs(120))?;
     assert!(out.contains("restored domain 2 (md)"), "{out}");
-    a.send_line("console md")?;
-    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("md", "memdirty: verify ok", Duration::from_secs(60))?;
     // A damaged file is refused with a clear error and leaves nothing behind.
     let mut bytes = std::fs::read(export.join("md.save")).unwrap();
     bytes.truncate(bytes.len() / 2);
@@ -416,10 +396,7 @@ fn the_source_keeps_its_domain_when_the_destination_refuses_aborts_or_dies() -> 
     a.command("destroy big", CMD)?;
     // The operator interrupts a live migration: both sides clean up.
     a.command("create memdirty name=mid memory=96 extra=\"mib=64 rate=8 report_s=1\"", CMD)?;
-    a.send_line("console mid")?;
-    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("mid", "memdirty: verify ok", Duration::from_secs(60))?;
     a.send_line(&format!("migrate --live mid {}", rig.ip(3)))?;
     a.expect("migrate: round 1:", Duration::from_secs(120))?;
     a.send(b"\x03")?;
@@ -454,10 +431,7 @@ fn the_source_keeps_its_domain_when_the_destination_refuses_aborts_or_dies() -> 
     a.expect(systest::PROMPT, CMD)?;
     let (_, state) = row(&mut a, "mid")?.expect("still on hostA");
     assert!(!state.contains('p'), "running again, not paused: {state}");
-    a.send_line("console mid")?;
-    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("mid", "memdirty: verify ok", Duration::from_secs(60))?;
     Ok(())
 }
 
@@ -477,10 +451,7 @@ fn repeated_migrations_return_every_frame() -> Result<(), Error> {
         let out = b.command(&format!("migrate --live pp {}", rig.ip(2)), Duration::from_secs(120))?;
         assert!(out.contains("migrate: pp done: live"), "round {i} B→A: {out}");
     }
-    a.send_line("console pp")?;
-    a.expect("memdirty: verify ok", Duration::from_secs(60))?;
-    a.send(b"\x1d")?;
-    a.expect(systest::PROMPT, CMD)?;
+    a.on_console("pp", "memdirty: verify ok", Duration::from_secs(60))?;
     a.command("destroy pp", CMD)?;
     // Frames (free + the heap, which keeps what it grew by) are all back on
     // both hosts after six migrations.

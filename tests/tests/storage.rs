@@ -67,10 +67,7 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     assert_eq!((cols[1], cols[2], cols[3]), ("1", "16", "2"), "{row}");
     let out = q.command("network-list rx7", CMD)?;
     assert!(out.contains("00:16:3e:00:00:07"), "{out}");
-    q.send_line("console rx7")?;
-    q.expect("heartbeat rx7 seq=2 ", Duration::from_secs(30))?;
-    q.send(b"\x1d")?;
-    q.expect(systest::PROMPT, CMD)?;
+    q.on_console("rx7", "heartbeat rx7 seq=2 ", Duration::from_secs(30))?;
     let out = q.command("create /var/xen/bad.cfg", Duration::from_secs(30))?;
     assert!(out.starts_with("error: create bad.cfg:2: memory:"), "errors name file, line and key: {out}");
     let out = q.command("create /var/xen/nosuch.cfg", Duration::from_secs(30))?;
@@ -247,16 +244,6 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
     Ok(())
 }
 
-/// Attaches to `dom`'s console, waits for `what` (the backlog is replayed),
-/// and detaches.
-fn console_expect(q: &mut Qemu, dom: &str, what: &str, limit: Duration) -> Result<String, Error> {
-    q.send_line(&format!("console {dom}"))?;
-    let got = q.expect(what, limit)?;
-    q.send(b"\x1d")?;
-    q.expect(systest::PROMPT, CMD)?;
-    Ok(got)
-}
-
 #[test]
 fn guest_disks_live_on_the_share() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "guest_disks_live_on_the_share") else { return Ok(()) };
@@ -287,7 +274,7 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
     // An append-only log on a disk image on the share.
     let out = q.command("create /var/xen/log-a.cfg", Duration::from_secs(60))?;
     assert!(out.contains("created domain 1 (logger)"), "{out}");
-    let got = console_expect(&mut q, "logger", "blklog: appended 3, flushed, now 3 entries", Duration::from_secs(60))?;
+    let got = q.on_console("logger", "blklog: appended 3, flushed, now 3 entries", Duration::from_secs(60))?;
     assert!(got.contains("blklog: empty disk, formatting"), "{got}");
     let out = q.command("block-list logger", CMD)?;
     let row = out.lines().find(|l| l.starts_with("0 ")).unwrap_or_else(|| panic!("{out}"));
@@ -300,7 +287,7 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
     assert!(!out.contains("error"), "{out}");
     let out = q.command("create /var/xen/log-b.cfg", Duration::from_secs(60))?;
     assert!(out.contains("created domain 2 (logger)"), "{out}");
-    let got = console_expect(&mut q, "logger", "blklog: appended 3, flushed, now 6 entries", Duration::from_secs(60))?;
+    let got = q.on_console("logger", "blklog: appended 3, flushed, now 6 entries", Duration::from_secs(60))?;
     assert!(got.contains("blklog: found 3 entries"), "{got}");
     for s in 1..=3 {
         assert!(got.contains(&format!("blklog: entry seq={s} dom=logger t=")), "entry {s}: {got}");
@@ -342,7 +329,7 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
     let want = sha256_hex(&rig, &local)?;
     let out = q.command("create /var/xen/sum.cfg", Duration::from_secs(60))?;
     assert!(out.contains("(summer)"), "{out}");
-    let line = console_expect(&mut q, "summer", "bytes=2097152", Duration::from_secs(120))?;
+    let line = q.on_console("summer", "bytes=2097152", Duration::from_secs(120))?;
     assert!(line.contains(&format!("blklog: sha256 {want} bytes=2097152")), "guest disk differs: {line}");
     Ok(())
 }
