@@ -23,8 +23,14 @@ rhv_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # e1000 option ROM that PXE boot needs; grub-pc-bin the BIOS GRUB that
 # grub-mkrescue/grub-mknetdir put on the images; xorriso writes the ISO;
 # mtools is only used by grub-mkrescue for EFI images but is cheap;
-# binutils gives objcopy for the bench's stripped size.
+# binutils gives objcopy for the bench's stripped size; gcc and libc6-dev
+# are the linker and C runtime that cargo needs for host programs (tests,
+# image tools); curl and ca-certificates fetch rustup when Rust is missing.
 RHV_REQUIREMENTS=(
+    "cmd:cc:gcc"
+    "file:/usr/lib/x86_64-linux-gnu/crt1.o:libc6-dev"
+    "cmd:curl:curl"
+    "file:/etc/ssl/certs/ca-certificates.crt:ca-certificates"
     "cmd:qemu-system-x86_64:qemu-system-x86"
     "file:/usr/share/seabios/bios-256k.bin:seabios"
     "file:/usr/lib/ipxe/qemu/efi-e1000.rom:ipxe-qemu"
@@ -80,7 +86,18 @@ rhv_install_packages() {
 }
 
 rhv_install_rust() {
-    command -v cargo >/dev/null 2>&1 || rhv_die "cargo not found: install Rust with rustup (https://rustup.rs)"
+    if ! command -v cargo >/dev/null 2>&1; then
+        # A fresh Debian 12 has no Rust (and its rustc is too old for the
+        # pinned toolchain): install rustup as its site documents, with no
+        # default toolchain; rust-toolchain.toml then picks the version.
+        [ "$(id -u)" -eq 0 ] || rhv_die "cargo not found: install Rust with rustup (https://rustup.rs), or run as root"
+        rhv_log "installing rustup (https://sh.rustup.rs)"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y --no-modify-path --profile minimal --default-toolchain none >&2 ||
+            rhv_die "rustup installation from https://sh.rustup.rs failed"
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+        command -v cargo >/dev/null 2>&1 || rhv_die "rustup installed but cargo is not on PATH"
+    fi
     if ! command -v rustup >/dev/null 2>&1; then
         # A distribution Rust without rustup: trust it has what it needs.
         return 0
