@@ -63,6 +63,12 @@ pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
+/// Whether the KVM module is kvm_pvm (page-table-based, no VMX/SVM), under
+/// which firmware and GRUB crawl: see the platform notes.
+pub fn kvm_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
 /// Builds a QEMU command line; [`QemuBuilder::spawn`] starts it.
 #[derive(Debug, Clone)]
 pub struct QemuBuilder {
