@@ -19,6 +19,7 @@ pub mod migbench;
 pub mod netbench;
 pub mod nfsbench;
 pub mod qemu;
+pub mod qmp;
 pub mod rig;
 pub mod rng;
 pub mod slots;

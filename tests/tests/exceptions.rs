@@ -2,6 +2,7 @@
 //! panic policy (halt or reboot) are checked.
 use std::time::Duration;
 
+use systest::qmp::{Qmp, QmpSocket};
 use systest::{images, timeouts, Accel, Error, Qemu, QemuBuilder, PROMPT};
 
 const REPORT: Duration = Duration::from_secs(20);
@@ -19,10 +20,48 @@ fn crash_on(q: QemuBuilder, kind: &str, policy: &str, header: &str, end: &str) -
     q.send_line(&format!("crash {kind}"))?;
     q.expect(&*format!("*** exception: {header}"), REPORT)?;
     let report = q.expect(end, REPORT)?;
-    for field in ["RIP=", "CR2=", "backtrace:"] {
+    assert_full_report(&q, kind, &report);
+    Ok((q, report))
+}
+
+/// One report, with every part the issue names: the error code, RIP, CR2,
+/// the control and general registers, the handler's stack and a backtrace
+/// that goes past the faulting frame.
+fn assert_full_report(q: &Qemu, kind: &str, report: &str) {
+    let fields = [
+        "error",
+        "RIP=",
+        "RSP=",
+        "RFLAGS=",
+        "CR0=",
+        "CR2=",
+        "CR3=",
+        "CR4=",
+        "RAX=",
+        "RBX=",
+        "RCX=",
+        "RDX=",
+        "RSI=",
+        "RDI=",
+        "RBP=",
+        "R8 =",
+        "R9 =",
+        "R10=",
+        "R11=",
+        "R12=",
+        "R13=",
+        "R14=",
+        "R15=",
+        "handler stack:",
+        "backtrace:",
+        "#0 ",
+        "#1 ",
+    ];
+    for field in fields {
         assert!(report.contains(field), "no {field} in the {kind} report:\n{report}");
     }
-    Ok((q, report))
+    let reports = q.transcript().matches("*** exception:").count();
+    assert_eq!(reports, 1, "{kind}: {reports} reports printed:\n{}", q.transcript());
 }
 
 /// After `system halted` the machine stays put: no prompt, no exit.
@@ -42,6 +81,7 @@ fn page_fault_report_then_halt() -> Result<(), Error> {
 fn stack_overflow_is_a_double_fault_on_its_own_stack() -> Result<(), Error> {
     let (mut q, report) = crash("stack", "halt", "#DF double fault", "system halted")?;
     assert!(report.contains("kernel stack overflow"), "{report}");
+    assert!(report.contains("handler stack: IST1 (double fault)"), "{report}");
     assert_halted(&mut q);
     Ok(())
 }
@@ -71,4 +111,50 @@ fn breakpoint_report() -> Result<(), Error> {
     // internal error ... emulation failure"), a host limitation.
     let q = QemuBuilder::kernel(images::elf()?).accel(Accel::Tcg);
     crash_on(q, "bp", "halt", "#BP breakpoint", "system halted").map(drop)
+}
+
+/// Boots with a QMP socket, lets `inject` act on the machine from outside,
+/// and returns the report from `header` to `system halted`.
+fn injected(header: &str, inject: impl FnOnce(&mut Qmp) -> Result<String, Error>) -> Result<(Qemu, String), Error> {
+    let sock = QmpSocket::new()?;
+    let [a, b] = sock.args();
+    let mut q = QemuBuilder::kernel(images::elf()?)
+        .accel(Accel::Tcg)
+        .arg(a)
+        .arg(b)
+        .append("console=ttyS0 loglevel=info panic=halt")
+        .spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    let mut qmp = Qmp::connect(&sock, timeouts::COMMAND)?;
+    inject(&mut qmp)?;
+    q.expect(&*format!("*** exception: {header}"), REPORT)?;
+    let report = q.expect("system halted", REPORT)?;
+    assert_full_report(&q, header, &report);
+    Ok((q, report))
+}
+
+#[test]
+fn nmi_is_reported_on_its_own_ist_stack() -> Result<(), Error> {
+    let (mut q, report) = injected("NMI non-maskable interrupt", |m| m.execute("inject-nmi", None))?;
+    assert!(report.contains("handler stack: IST2 (NMI)"), "{report}");
+    assert_halted(&mut q);
+    Ok(())
+}
+
+#[test]
+fn machine_check_is_reported_with_its_bank_on_its_own_ist_stack() -> Result<(), Error> {
+    // Bank 1: valid, uncorrected, enabled, context corrupt, address valid;
+    // MCG_STATUS: RIPV and MCIP. QEMU raises #MC only if the kernel enabled
+    // the bank (MCi_CTL) and CR4.MCE, as its machine-check set-up does.
+    let (mut q, report) = injected("#MC machine check", |m| m.hmp("mce 0 1 0xbe00000000800400 0x5 0x12345000 0x86"))?;
+    assert!(report.contains("handler stack: IST3 (machine check)"), "{report}");
+    assert!(report.contains("MCG_STATUS=0x5 (RIPV 1, EIPV 0, MCIP 1)"), "{report}");
+    assert!(
+        report.contains(
+            "bank 1: MCi_STATUS=0xbe00000000800400 (uncorrected, context corrupt) MCA code 0x0400 addr 0x12345000"
+        ),
+        "{report}"
+    );
+    assert_halted(&mut q);
+    Ok(())
 }

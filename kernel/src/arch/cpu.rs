@@ -276,3 +276,72 @@ pub fn frame_pointer() -> u64 {
     unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
+
+const MSR_MCG_CAP: u32 = 0x179;
+const MSR_MCG_STATUS: u32 = 0x17A;
+const MSR_MCG_CTL: u32 = 0x17B;
+const MSR_MC0_CTL: u32 = 0x400;
+/// Banks reported (MCG_CAP.Count is 8 bits; real parts have up to ~32).
+const MAX_MC_BANKS: u32 = 32;
+
+/// Machine-check architecture, as the SDM's initialisation sequence (vol. 3
+/// 17.8) has it: every error-reporting bank enabled, stale status cleared,
+/// then CR4.MCE, so a machine check becomes #MC (a report on its own IST
+/// stack) instead of a silent shutdown. Returns the number of banks, or
+/// `None` without MCE/MCA.
+pub fn init_machine_check() -> Option<u32> {
+    let edx = cpuid(1, 0).edx;
+    if edx & (1 << 7) == 0 {
+        return None;
+    }
+    let mut banks = 0;
+    if edx & (1 << 14) != 0 {
+        let cap = rdmsr_safe(MSR_MCG_CAP)?;
+        banks = (cap & 0xFF) as u32;
+        // SAFETY: MCG_CTL and MCi_CTL only select which errors are reported,
+        // MCi_STATUS only logs them; none touches memory or paging. A #GP
+        // (an emulator without the MSR) is recovered.
+        unsafe {
+            if cap & (1 << 8) != 0 {
+                wrmsr_safe(MSR_MCG_CTL, u64::MAX);
+            }
+            for i in 0..banks.min(MAX_MC_BANKS) {
+                wrmsr_safe(MSR_MC0_CTL + 4 * i, u64::MAX);
+                wrmsr_safe(MSR_MC0_CTL + 4 * i + 1, 0);
+            }
+        }
+    }
+    // SAFETY: CR4.MCE only enables the #MC exception, whose IDT entry (on
+    // its own IST stack) is installed before this runs.
+    unsafe { write_cr4(read_cr4() | (1 << 6)) };
+    Some(banks)
+}
+
+/// Writes MCG_STATUS and every bank holding a valid error, for the #MC
+/// report.
+pub fn machine_check_report(w: &mut dyn core::fmt::Write) {
+    let status = rdmsr_safe(MSR_MCG_STATUS).unwrap_or(0);
+    let _ = write!(
+        w,
+        "    MCG_STATUS={status:#x} (RIPV {}, EIPV {}, MCIP {})\r\n",
+        status & 1,
+        (status >> 1) & 1,
+        (status >> 2) & 1
+    );
+    let banks = rdmsr_safe(MSR_MCG_CAP).map_or(0, |c| (c & 0xFF) as u32);
+    for i in 0..banks.min(MAX_MC_BANKS) {
+        let Some(st) = rdmsr_safe(MSR_MC0_CTL + 4 * i + 1) else { continue };
+        if st & (1 << 63) == 0 {
+            continue;
+        }
+        let addr = if st & (1 << 58) != 0 { rdmsr_safe(MSR_MC0_CTL + 4 * i + 2).unwrap_or(0) } else { 0 };
+        let _ = write!(
+            w,
+            "    bank {i}: MCi_STATUS={st:#018x} ({}{}{}) MCA code {:#06x} addr {addr:#x}\r\n",
+            if st & (1 << 61) != 0 { "uncorrected" } else { "corrected" },
+            if st & (1 << 57) != 0 { ", context corrupt" } else { "" },
+            if st & (1 << 62) != 0 { ", overflow" } else { "" },
+            st & 0xFFFF
+        );
+    }
+}

@@ -102,6 +102,20 @@ pub fn init(ist_tops: [u64; 3]) {
     }
 }
 
+/// Pages in each IST stack (what `main` allocates for them).
+pub const IST_STACK_PAGES: u64 = 4;
+
+/// The IST slot (1..=3) whose stack holds `addr`: tells a fatal report which
+/// stack its handler runs on.
+pub fn ist_slot_of(addr: u64) -> Option<u8> {
+    (1..=3u8).find(|&slot| {
+        // SAFETY: see `TablesCell`; a by-value unaligned read of one word of
+        // the packed TSS, written only during `init`.
+        let top = unsafe { core::ptr::addr_of!((*TABLES.0.get()).tss.ist[usize::from(slot) - 1]).read_unaligned() };
+        top != 0 && addr < top && addr >= top - IST_STACK_PAGES * 4096
+    })
+}
+
 /// Sets the stack the CPU switches to on an interrupt from ring 3.
 #[allow(dead_code)]
 pub fn set_rsp0(top: u64) {

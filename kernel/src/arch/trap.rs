@@ -43,6 +43,19 @@ pub const SERIAL_VECTOR: u8 = 0x24;
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+/// Traps taken per vector (exceptions, interrupts), for `interrupts`.
+static PER_VECTOR: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+static HYPERCALLS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times each vector was taken since boot (index = vector).
+pub fn vector_counts() -> [u64; 256] {
+    core::array::from_fn(|v| PER_VECTOR[v].load(Ordering::Relaxed))
+}
+
+/// Hypercalls taken since boot.
+pub fn hypercalls() -> u64 {
+    HYPERCALLS.load(Ordering::Relaxed)
+}
 
 /// Timer interrupts since the timer started.
 pub fn ticks() -> u64 {
@@ -91,7 +104,14 @@ pub fn exception_name(v: u64) -> (&'static str, &'static str) {
 
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    match PER_VECTOR.get(frame.vector as usize) {
+        Some(c) => c.fetch_add(1, Ordering::Relaxed),
+        None => HYPERCALLS.fetch_add(1, Ordering::Relaxed),
+    };
     match frame.vector {
+        // An NMI or a machine check is the machine's, not the guest's, even
+        // when it arrives while a guest runs.
+        2 | 18 => fatal_exception(frame),
         0..=31 if frame.cs & 3 == 3 => {
             if !crate::hypercall::emulate_cpuid(frame) {
                 crate::hypercall::guest_exception(frame)
@@ -160,7 +180,8 @@ fn fatal_exception(f: &TrapFrame) -> ! {
     let (mn, name) = exception_name(f.vector);
     let cr2 = cpu::read_cr2();
     let mut w = Raw;
-    let _ = write!(w, "\r\n*** exception: {mn} {name} (vector {}) in the hypervisor\r\n", f.vector);
+    let whose = if f.cs & 3 == 3 { "while a guest ran" } else { "in the hypervisor" };
+    let _ = write!(w, "\r\n*** exception: {mn} {name} (vector {}) {whose}\r\n", f.vector);
     if f.vector == 14 {
         let (op, why, mode) = page_fault_detail(f.error_code);
         let _ = write!(w, "    error {:#x}: {op}, {why}, {mode} mode, address {cr2:#018x}\r\n", f.error_code);
@@ -197,6 +218,22 @@ fn fatal_exception(f: &TrapFrame) -> ! {
             let _ = write!(w, " {n}={v:#018x}");
         }
         let _ = write!(w, "\r\n");
+    }
+    let here = cpu::frame_pointer();
+    match super::gdt::ist_slot_of(here) {
+        Some(slot) => {
+            let _ = write!(
+                w,
+                "    handler stack: IST{slot} ({})\r\n",
+                ["double fault", "NMI", "machine check"][usize::from(slot) - 1]
+            );
+        }
+        None => {
+            let _ = write!(w, "    handler stack: a kernel stack (no IST)\r\n");
+        }
+    }
+    if f.vector == 18 {
+        super::cpu::machine_check_report(&mut w);
     }
     backtrace(&mut w, f.rip, f.rbp);
     crate::power::fatal_stop()
