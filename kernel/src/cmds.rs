@@ -16,6 +16,11 @@ pub const COMMANDS: &[CommandInfo] = &[
     CommandInfo { name: "uptime", usage: "uptime", summary: "time since boot and the boot date" },
     CommandInfo { name: "mem", usage: "mem", summary: "physical memory and heap use" },
     CommandInfo {
+        name: "interrupts",
+        usage: "interrupts",
+        summary: "interrupts and traps taken per vector since boot, and hypercalls",
+    },
+    CommandInfo {
         name: "loglevel",
         usage: "loglevel [off|error|warn|info|debug|trace]",
         summary: "show or set what the log prints on the console",
@@ -118,6 +123,7 @@ pub fn run(line: &str) {
         "dmesg" => logger::dump(),
         "uptime" => uptime(),
         "mem" => mem(),
+        "interrupts" => interrupts(),
         "loglevel" => loglevel(&args),
         "reboot" => {
             println!("rebooting");
@@ -372,6 +378,36 @@ fn info() {
             m.start
         );
     }
+}
+
+/// What raises a vector, for `interrupts`.
+fn vector_source(v: u8) -> String {
+    use crate::arch::trap;
+    let nic = crate::network::NIC_VECTOR_BASE;
+    match v {
+        0..=31 => {
+            let (mnemonic, name) = trap::exception_name(u64::from(v));
+            alloc::format!("{mnemonic} {name} (guest exceptions, recovered faults)")
+        }
+        apic::TIMER_VECTOR => alloc::format!("local APIC timer ({} Hz)", apic::timer_hz()),
+        trap::SERIAL_VECTOR => "serial console receive (16550 through the I/O APIC)".into(),
+        v if (nic..nic + 8).contains(&v) => alloc::format!("NIC {} receive (PCI INTx)", v - nic),
+        apic::SPURIOUS_VECTOR => "spurious".into(),
+        _ => "unassigned".into(),
+    }
+}
+
+fn interrupts() {
+    let counts = crate::arch::trap::vector_counts();
+    println!("vector        count  source");
+    for (v, &n) in counts.iter().enumerate() {
+        let v = v as u8;
+        // The timer and the console are always listed, even at zero.
+        if n != 0 || v == apic::TIMER_VECTOR || v == crate::arch::trap::SERIAL_VECTOR {
+            println!("  {v:#04x} {n:>12}  {}", vector_source(v));
+        }
+    }
+    println!("hypercalls: {}", crate::arch::trap::hypercalls());
 }
 
 #[inline(never)]

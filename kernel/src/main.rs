@@ -134,9 +134,9 @@ mod kernel {
 
         let stack = mm::alloc_stack(16).unwrap_or_else(|| fatal("cannot allocate the kernel stack"));
         let ist = [
-            mm::alloc_stack(4).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
-            mm::alloc_stack(4).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
-            mm::alloc_stack(4).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
+            mm::alloc_stack(gdt::IST_STACK_PAGES).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
+            mm::alloc_stack(gdt::IST_STACK_PAGES).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
+            mm::alloc_stack(gdt::IST_STACK_PAGES).unwrap_or_else(|| fatal("cannot allocate IST stacks")),
         ];
         IST_TOPS.call_once(|| ist);
         arch::run_on_stack(stack, kmain2)
@@ -149,11 +149,16 @@ mod kernel {
         let b = boot();
 
         arch::enable_cpu_protections();
+        match arch::cpu::init_machine_check() {
+            Some(banks) => log::info!("mca: machine checks reported ({banks} banks)"),
+            None => log::info!("mca: no machine-check architecture; #MC stays off"),
+        }
         arch::fpu::init();
         arch::syscall::init();
         let acpi = load_acpi(&b.info);
         ACPI.call_once(|| acpi);
         legacy::mask_pic();
+        log::debug!("pic: legacy 8259 pair remapped to vectors 0x20-0x2f and every line masked");
         time::init();
         if let Err(e) = apic::init(|pa| mm::map_mmio(pa, 4096)) {
             fatal(e);
@@ -244,7 +249,12 @@ mod kernel {
         ioapic::init(va, gsi_base);
         let irq = if port == 0x3F8 || port == 0x3E8 { 4 } else { 3 };
         let (gsi, flags) = acpi_info().map_or((u32::from(irq), 0), |a| a.gsi_for_isa_irq(irq));
-        if !ioapic::route(gsi, trap::SERIAL_VECTOR, flags, apic::id()) {
+        if ioapic::route(gsi, trap::SERIAL_VECTOR, flags, apic::id()) {
+            log::debug!(
+                "serial: {port:#x} receive interrupt on IRQ {irq} (GSI {gsi}), vector {:#x}",
+                trap::SERIAL_VECTOR
+            );
+        } else {
             log::warn!("ioapic: GSI {gsi} is not routable; serial input is polled");
         }
     }

@@ -222,6 +222,12 @@ pub fn translate(va: u64) -> Option<(u64, u64)> {
     KERNEL_PT.lock().as_ref()?.translate(va)
 }
 
+/// The hypervisor's own page tables: their root, and how many lower-half
+/// PML4 slots they use (none once the boot identity map is gone).
+pub fn kernel_root_and_lower_slots() -> Option<(u64, usize)> {
+    KERNEL_PT.lock().as_ref().map(|m| (m.root(), m.lower_half_slots()))
+}
+
 // ---------------------------------------------------- stacks and MMIO --
 
 static NEXT_STACK: AtomicU64 = AtomicU64::new(STACK_BASE);

@@ -15,6 +15,7 @@ const CHECKS: &[Check] = &[
     ("frame allocator", frames),
     ("heap growth", heap),
     ("page tables", page_tables),
+    ("upper half only", upper_half),
     ("W^X and NX", wx),
     ("stack guard pages", guards),
     ("monotonic clock", clock),
@@ -125,6 +126,38 @@ fn page_tables() -> Result<(), alloc::string::String> {
     }
     if mm::translate(va).is_some() {
         return Err("still mapped after unmap".into());
+    }
+    Ok(())
+}
+
+/// The boot identity map is gone: CR3 holds the hypervisor's own tables,
+/// which leave the lower half (the guests') empty, and the image, stacks and
+/// heap all live in the upper half.
+fn upper_half() -> Result<(), alloc::string::String> {
+    let (root, lower) = mm::kernel_root_and_lower_slots().ok_or("no kernel page tables")?;
+    let cr3 = cpu::read_cr3() & paging::ADDR_MASK;
+    if cr3 != root {
+        return Err(alloc::format!("CR3 {cr3:#x} is not the hypervisor's tables at {root:#x}"));
+    }
+    if lower != 0 {
+        return Err(alloc::format!("{lower} lower-half PML4 slot(s) present"));
+    }
+    let image = mm::image_range();
+    for (what, va) in [("low memory", 0x1000), ("1 MiB", 0x10_0000), ("image (identity)", image.start)] {
+        if mm::translate(va).is_some() {
+            return Err(alloc::format!("{what} at {va:#x} is still mapped"));
+        }
+    }
+    let heap = alloc::boxed::Box::new(0u8);
+    let places = [
+        ("text", upper_half as *const () as u64),
+        ("stack", cpu::frame_pointer()),
+        ("heap", &*heap as *const u8 as u64),
+    ];
+    for (what, va) in places {
+        if va < paging::DIRECT_MAP_BASE {
+            return Err(alloc::format!("{what} at {va:#x} is in the lower half"));
+        }
     }
     Ok(())
 }

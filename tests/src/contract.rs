@@ -140,8 +140,57 @@ pub fn parse_dmesg(text: &str) -> Vec<LogLine> {
         .collect()
 }
 
-/// The commands `help` must list.
-pub const COMMANDS: [&str; 8] = ["help", "info", "dmesg", "uptime", "mem", "reboot", "poweroff", "crash"];
+/// Every command: `help` must list exactly these (a new command is added
+/// here too, or the help test fails).
+pub const COMMANDS: [&str; 37] = [
+    "help",
+    "info",
+    "dmesg",
+    "uptime",
+    "mem",
+    "interrupts",
+    "loglevel",
+    "create",
+    "list",
+    "console",
+    "pause",
+    "unpause",
+    "shutdown",
+    "destroy",
+    "rename",
+    "migrate",
+    "save",
+    "restore",
+    "vcpu-list",
+    "sched-credit",
+    "block-list",
+    "network-list",
+    "lspci",
+    "ifconfig",
+    "ping",
+    "netbench",
+    "mount",
+    "umount",
+    "df",
+    "ls",
+    "cat",
+    "cp",
+    "sha256sum",
+    "nfsbench",
+    "reboot",
+    "poweroff",
+    "crash",
+];
+
+/// The count on the `interrupts` line whose source starts with `source`.
+pub fn interrupt_count(out: &str, source: &str) -> Option<u64> {
+    out.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        let (_vector, count) = (words.next()?, words.next()?.parse().ok()?);
+        let rest: Vec<&str> = words.collect();
+        rest.join(" ").starts_with(source).then_some(count)
+    })
+}
 
 /// A pattern for `name`'s line in `help` output (the name first on a line,
 /// then a usage/summary). Never matches the echo of a typed command.

@@ -35,11 +35,27 @@ fn boots_to_prompt_and_info_reports_multiboot1_and_cmdline() -> Result<(), Error
     assert!(boot.starts_with("boot: multiboot1 via "), "{boot}");
     assert!(boot.len() > "boot: multiboot1 via ".len(), "{boot}");
     assert_eq!(get("version:"), format!("version: rhv v0.1.0 build {}", banner.build));
-    for p in ["cpu:", "features:", "memory:", "uptime:"] {
+    for p in ["features:", "memory:", "uptime:"] {
         get(p);
     }
-    let tsc = systest::Regex::new(r"^tsc: [0-9]+\.[0-9]{3} MHz").unwrap();
+    // Vendor, brand and family/model/stepping from CPUID.
+    let cpu = systest::Regex::new(
+        r"^cpu: (GenuineIntel|AuthenticAMD) \S.* \(family 0x[0-9a-f]+ model 0x[0-9a-f]+ stepping \d+\)$",
+    )
+    .unwrap();
+    assert!(cpu.is_match(get("cpu:")), "{}", get("cpu:"));
+    // TCG has no TSC leaf: the PIT calibrates it.
+    let tsc = systest::Regex::new(r"^tsc: [0-9]+\.[0-9]{3} MHz \((calibrated against the PIT|CPUID leaf 0x15|hypervisor CPUID leaf 0x40000010)\)$").unwrap();
     assert!(tsc.is_match(get("tsc:")), "{}", get("tsc:"));
+    assert!(get("apic:").starts_with("apic: xAPIC id 0, timer 100 Hz"), "{}", get("apic:"));
+    // loglevel=debug shows debug records on the console, among them the
+    // legacy PIC being masked and the UART's receive interrupt being routed.
+    for debug in [
+        "DEBUG pic: legacy 8259 pair remapped to vectors 0x20-0x2f and every line masked",
+        "DEBUG serial: 0x3f8 receive interrupt on IRQ 4",
+    ] {
+        assert!(transcript.contains(debug), "no '{debug}' in:\n{transcript}");
+    }
     assert_eq!(get("modules:"), "modules: 0");
     Ok(())
 }
@@ -64,5 +80,46 @@ fn initrd_files_show_as_modules() -> Result<(), Error> {
     assert!(listed.len() >= 2, "module lines missing:\n{info}");
     assert!(listed[0].contains("first-module.bin"), "{info}");
     assert!(listed[1].contains("second-module.txt"), "{info}");
+    Ok(())
+}
+
+#[test]
+fn loglevel_warn_keeps_info_off_the_console_but_dmesg_has_it() -> Result<(), Error> {
+    let mut q = QemuBuilder::kernel(images::elf()?).append("console=ttyS0 loglevel=warn bogus=1").spawn()?;
+    q.wait_ready(timeouts::KERNEL_BOOT)?;
+    let boot = q.transcript();
+    assert!(
+        boot.contains("WARN  cmdline: unknown option 'bogus' ignored") || boot.contains("unknown option 'bogus'"),
+        "{boot}"
+    );
+    assert!(!boot.contains(" INFO "), "INFO records on the console with loglevel=warn:\n{boot}");
+    let dmesg = q.command("dmesg", timeouts::COMMAND)?;
+    assert!(dmesg.contains("INFO  boot: multiboot1"), "dmesg lacks the INFO records:\n{dmesg}");
+    Ok(())
+}
+
+#[test]
+fn console_on_ttys1_moves_the_shell_to_com2() -> Result<(), Error> {
+    let dir = TempDir::new("com2")?;
+    let com2 = dir.path().join("com2.txt");
+    let mut q = QemuBuilder::kernel(images::elf()?)
+        .arg("-serial")
+        .arg(format!("file:{}", com2.display()))
+        .append("console=ttyS1 loglevel=info")
+        .spawn()?;
+    let deadline = std::time::Instant::now() + systest::scaled(timeouts::KERNEL_BOOT);
+    let text = loop {
+        let text = std::fs::read_to_string(&com2).unwrap_or_default();
+        if text.contains(systest::PROMPT) || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("rhv v0.1.0 (build") && text.contains(systest::PROMPT),
+        "no banner and prompt on COM2:\n{text}"
+    );
+    assert!(q.wait_exit(std::time::Duration::from_millis(10)).is_none(), "QEMU exited");
+    assert!(!q.transcript().contains(systest::PROMPT), "the prompt also came on COM1:\n{}", q.transcript());
     Ok(())
 }

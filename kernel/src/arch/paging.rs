@@ -33,7 +33,8 @@ pub const GLOBAL: u64 = 1 << 8;
 /// Set by the CPU in a leaf entry when the page is written.
 pub const DIRTY: u64 = 1 << 6;
 const NX_BIT: u64 = 1 << 63;
-const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+/// The physical-address bits of an entry (and of CR3).
+pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 static NX: AtomicU64 = AtomicU64::new(0);
 
@@ -213,6 +214,12 @@ impl Mapper {
         }
         self.set(pt, idx(va, 12), e & !DIRTY);
         true
+    }
+
+    /// How many of the 256 lower-half PML4 slots (the guests' half) are
+    /// present in this tree.
+    pub fn lower_half_slots(&self) -> usize {
+        (0..256).filter(|&i| self.get(self.pml4, i) & PRESENT != 0).count()
     }
 
     /// Physical address and leaf flags for `va`, if mapped.
