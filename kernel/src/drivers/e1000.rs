@@ -401,6 +401,12 @@ impl Nic for E1000 {
             return false;
         }
         let next = ring_next(self.tx_tail, TX_COUNT);
+        if self.dead || next == self.tx_clean {
+            // Found gone while checking for room (a full ring on a dead
+            // device is not "full": the frame is dropped).
+            self.stats.tx_dropped += 1;
+            return false;
+        }
         let i = self.tx_tail;
         if !self.tx_bufs.copy_in(i * BUF_SIZE, frame) {
             self.stats.tx_dropped += 1;

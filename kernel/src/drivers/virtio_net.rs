@@ -509,6 +509,11 @@ impl Nic for VirtioNet {
             self.stats.tx_full += 1;
             return false;
         }
+        if self.broken {
+            // Found broken while reclaiming: dropped, not "full".
+            self.stats.tx_dropped += 1;
+            return false;
+        }
         let Some(id) = self.tx_free.pop() else {
             self.stats.tx_dropped += 1;
             return false;
