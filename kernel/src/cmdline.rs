@@ -76,6 +76,9 @@ pub struct Options {
     pub ip: Option<String>,
     /// `gw=`: the default gateway with a static `ip=`.
     pub gw: Option<String>,
+    /// `nic-irq=off`: leave NIC interrupts unrouted, so the drivers run on
+    /// the timer tick's poll only (the polling fallback, forced).
+    pub nic_irq: bool,
     /// `nfs=SERVER:/export@/mount/point`, once per export to mount at boot.
     pub nfs: Vec<String>,
     /// `relocation=on|off`: serve the relocation (migration) port; off by default.
@@ -108,6 +111,7 @@ impl Default for Options {
             hostname: String::from("Domain-0"),
             ip: None,
             gw: None,
+            nic_irq: true,
             nfs: Vec::new(),
             relocation: false,
             relocation_port: 8002,
@@ -180,6 +184,7 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
         "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
         "ip" => with_value(value, "dhcp or A.B.C.D/N", |v| Some(String::from(v))).map(|v| opts.ip = Some(v)),
         "gw" => with_value(value, "A.B.C.D", |v| Some(String::from(v))).map(|v| opts.gw = Some(v)),
+        "nic-irq" => with_value(value, BOOL_EXPECTED, parse_bool).map(|on| opts.nic_irq = on),
         "nfs" => with_value(value, "SERVER:/export@/mount/point", |v| v.contains('@').then(|| String::from(v)))
             .map(|v| opts.nfs.push(v)),
         "relocation" => value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.relocation = on),
@@ -602,6 +607,26 @@ mod tests {
         assert!(o.relocation_key_file.is_none() && w.len() == 3, "{w:?}");
         let (o, _) = parse("");
         assert!(!o.relocation && o.relocation_crypto && o.relocation_hosts_allow.is_empty());
+    }
+
+    #[test]
+    fn nic_irq_option() {
+        assert!(clean("ip=dhcp").nic_irq, "interrupts by default");
+        assert!(!clean("ip=dhcp nic-irq=off").nic_irq);
+        assert!(clean("nic-irq=off nic-irq=on").nic_irq);
+        assert!(!clean("nic-irq=0").nic_irq);
+        let (opts, warnings) = parse("nic-irq=maybe");
+        assert!(opts.nic_irq, "a bad value keeps the default");
+        assert_eq!(
+            texts(&warnings),
+            ["cmdline: bad value 'maybe' for nic-irq (expected 1|0|on|off|yes|no|true|false)"]
+        );
+        let (opts, warnings) = parse("nic-irq");
+        assert!(opts.nic_irq);
+        assert_eq!(
+            texts(&warnings),
+            ["cmdline: option 'nic-irq' needs a value (expected 1|0|on|off|yes|no|true|false)"]
+        );
     }
 
     #[test]

@@ -65,7 +65,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         usage: "network-list <dom>",
         summary: "a domain's virtual interface and its counters",
     },
-    CommandInfo { name: "lspci", usage: "lspci", summary: "list PCI devices" },
+    CommandInfo {
+        name: "lspci",
+        usage: "lspci [-v]",
+        summary: "list PCI devices (-v: each BAR and how its mapping is cached, read back from the page tables)",
+    },
     CommandInfo { name: "ifconfig", usage: "ifconfig", summary: "NICs and the hypervisor's own address with counters" },
     CommandInfo {
         name: "ping",
@@ -149,7 +153,7 @@ pub fn run(line: &str) {
         "restore" => restore(&args),
         "vcpu-list" => vcpu_list(&args),
         "sched-credit" => sched_credit(&args),
-        "lspci" => lspci(),
+        "lspci" => lspci(&args),
         "ifconfig" => ifconfig(),
         "ping" => ping(&args),
         "network-list" => network_list(&args),
@@ -846,8 +850,16 @@ fn sched_credit(args: &[&str]) {
 
 // ------------------------------------------------------------ network --
 
-fn lspci() {
-    for l in crate::network::lspci() {
+fn lspci(args: &[&str]) {
+    let verbose = match args {
+        [] => false,
+        ["-v"] => true,
+        _ => {
+            println!("usage: lspci [-v]");
+            return;
+        }
+    };
+    for l in crate::network::lspci(verbose) {
         println!("{l}");
     }
 }

@@ -205,8 +205,12 @@ fn net_write(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {
         return Err(Error::Invalid);
     }
     let frame = with_dom(dom, |d| d.copy_from(buf, len))?;
-    crate::network::vif_transmit(dom, &frame);
-    Ok(len)
+    match crate::network::vif_transmit(dom, &frame) {
+        crate::network::VifTx::Taken => Ok(len),
+        // The uplink's transmit ring is full: not taken, the guest retries.
+        crate::network::VifTx::Full => Err(Error::Again),
+        crate::network::VifTx::NoVif => Err(Error::NoDev),
+    }
 }
 
 fn net_read(dom: DomId, buf: u64, len: u64) -> Result<u64, Error> {

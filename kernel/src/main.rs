@@ -198,7 +198,7 @@ mod kernel {
         if crate::arch::cpuid_fault::init() {
             log::info!("cpu: CPUID faulting on (guests see their CPU policy)");
         }
-        crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref());
+        crate::network::init(b.opts.ip.as_deref(), b.opts.gw.as_deref(), b.opts.nic_irq);
         crate::blk::start();
         cpu::sti();
         crate::storage::mount_boot_options(&b.opts.nfs);

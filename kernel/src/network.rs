@@ -34,6 +34,9 @@ const RX_BUDGET: usize = 64;
 struct Uplink {
     nic: Box<dyn Nic>,
     port: PortId,
+    /// The I/O APIC input its interrupt is routed to; None: polled on the
+    /// timer tick only.
+    irq: Option<u32>,
 }
 
 /// A guest's virtual interface.
@@ -46,6 +49,8 @@ pub struct Vif {
     pub rx_dropped: u64,
     pub tx_frames: u64,
     pub tx_bytes: u64,
+    /// `net_write` calls answered `Again` (the uplink's ring was full).
+    pub tx_again: u64,
 }
 
 struct Net {
@@ -67,8 +72,9 @@ fn now_ms() -> u64 {
 }
 
 /// Finds the NICs, builds the bridge and starts the hypervisor's own stack
-/// with the `ip=`/`gw=` options.
-pub fn init(ip: Option<&str>, gw: Option<&str>) {
+/// with the `ip=`/`gw=` options. `nic_irq` false (`nic-irq=off`) leaves
+/// the NICs' interrupts unrouted: the timer tick's poll does all receiving.
+pub fn init(ip: Option<&str>, gw: Option<&str>, nic_irq: bool) {
     let devs = pci::scan();
     let nics = crate::drivers::probe_nics(&devs);
     *PCI.lock() = devs;
@@ -78,11 +84,18 @@ pub fn init(ip: Option<&str>, gw: Option<&str>) {
         nic.set_promiscuous(true);
         let port = bridge.add_port(PortKind::Uplink);
         let vector = NIC_VECTOR_BASE + i as u8;
-        match nic.irq_gsi() {
+        let irq = match nic.irq_gsi() {
+            _ if !nic_irq => {
+                log::info!("net: {} at {}: nic-irq=off; polled on the timer tick", nic.name(), nic.location());
+                None
+            }
             // PCI INTx: level-triggered, active low.
-            Some(gsi) if crate::arch::ioapic::route(gsi, vector, 0b1111, crate::arch::apic::id()) => {}
-            _ => log::warn!("net: {} at {}: no usable interrupt; polled", nic.name(), nic.location()),
-        }
+            Some(gsi) if crate::arch::ioapic::route(gsi, vector, 0b1111, crate::arch::apic::id()) => Some(gsi),
+            _ => {
+                log::warn!("net: {} at {}: no usable interrupt; polled", nic.name(), nic.location());
+                None
+            }
+        };
         log::info!(
             "net: {} at {} mac {} link {}",
             nic.name(),
@@ -90,7 +103,7 @@ pub fn init(ip: Option<&str>, gw: Option<&str>) {
             Mac(nic.mac()),
             if nic.link_up() { "up" } else { "down" }
         );
-        uplinks.push(Uplink { nic, port });
+        uplinks.push(Uplink { nic, port, irq });
     }
     let host = match uplinks.first() {
         None => {
@@ -211,6 +224,8 @@ fn deliver(n: &mut Net, in_port: PortId, frame: &[u8], now: u64, wake: &mut Vec<
     let mut host = false;
     for p in ports {
         if let Some(u) = n.uplinks.iter_mut().find(|u| u.port == p) {
+            // A refused frame (ring full, device gone) is counted by the
+            // driver (tx_full / tx_dropped) and not by the bridge port.
             if u.nic.transmit(frame) {
                 n.bridge.note_tx(p, frame.len());
             }
@@ -275,7 +290,17 @@ pub fn vif_add(dom: DomId, spec: &str) -> Result<Mac, String> {
     let port = n.bridge.add_port(PortKind::Guest { mac });
     n.vifs.insert(
         dom,
-        Vif { port, mac, rxq: VecDeque::new(), rx_frames: 0, rx_bytes: 0, rx_dropped: 0, tx_frames: 0, tx_bytes: 0 },
+        Vif {
+            port,
+            mac,
+            rxq: VecDeque::new(),
+            rx_frames: 0,
+            rx_bytes: 0,
+            rx_dropped: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            tx_again: 0,
+        },
     );
     Ok(mac)
 }
@@ -310,25 +335,54 @@ pub fn vif_announce(dom: DomId) -> bool {
     f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]);
     f[22..28].copy_from_slice(&mac.0);
     f[32..38].copy_from_slice(&mac.0);
-    vif_transmit(dom, &f)
+    vif_transmit(dom, &f) == VifTx::Taken
 }
 
-/// A frame from a guest: into the bridge.
-pub fn vif_transmit(dom: DomId, frame: &[u8]) -> bool {
+/// What became of a frame a guest offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VifTx {
+    /// Taken (delivered, or dropped by the bridge and counted there).
+    Taken,
+    /// Not taken: an uplink it must go out on has a full transmit ring
+    /// (`net_write` answers `Again`; the guest still has the frame).
+    Full,
+    /// The domain has no vif (or there is no network).
+    NoVif,
+}
+
+/// A frame from a guest: into the bridge, unless an uplink it must leave
+/// by is full (then nothing happens and the guest retries).
+pub fn vif_transmit(dom: DomId, frame: &[u8]) -> VifTx {
     let mut wake = Vec::new();
-    let ok = {
+    let res = {
         let mut g = NET.lock();
-        let Some(n) = g.as_mut() else { return false };
-        let Some(v) = n.vifs.get_mut(&dom) else { return false };
-        v.tx_frames += 1;
-        v.tx_bytes += frame.len() as u64;
-        let port = v.port;
-        deliver(n, port, frame, now_ms(), &mut wake);
-        true
+        let Some(n) = g.as_mut() else { return VifTx::NoVif };
+        let Some(port) = n.vifs.get(&dom).map(|v| v.port) else { return VifTx::NoVif };
+        let targets: Vec<PortId> = match frame.get(0..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) {
+            Some(dst) => match n.bridge.destination(Mac(dst)) {
+                Some(p) => alloc::vec![p],
+                None => n.bridge.ports().into_iter().map(|(p, _)| p).filter(|&p| p != port).collect(),
+            },
+            None => Vec::new(),
+        };
+        let uplinks = &mut n.uplinks;
+        let admitted = net::bridge::guest_frame_admitted(targets, |p| {
+            uplinks.iter_mut().find(|u| u.port == p).is_some_and(|u| u.nic.tx_ring_full())
+        });
+        let v = n.vifs.get_mut(&dom).expect("checked above, NET held");
+        if admitted {
+            v.tx_frames += 1;
+            v.tx_bytes += frame.len() as u64;
+            deliver(n, port, frame, now_ms(), &mut wake);
+            VifTx::Taken
+        } else {
+            v.tx_again += 1;
+            VifTx::Full
+        }
     };
     notify(wake);
     pump();
-    ok
+    res
 }
 
 /// Takes the oldest frame queued for a guest, and whether the queue is now
@@ -345,9 +399,9 @@ pub fn with_stack<R>(f: impl FnOnce(&mut NetStack) -> R) -> Option<R> {
     NET.lock().as_mut().and_then(|n| n.host.as_mut()).map(|(_, s)| f(s))
 }
 
-/// `lspci` lines.
-pub fn lspci() -> Vec<String> {
-    pci::lspci_lines(&PCI.lock())
+/// `lspci` lines (`verbose`: with each function's BARs).
+pub fn lspci(verbose: bool) -> Vec<String> {
+    pci::lspci_lines(&PCI.lock(), verbose)
 }
 
 /// `ifconfig` lines.
@@ -358,20 +412,22 @@ pub fn ifconfig() -> Vec<String> {
     for (i, u) in n.uplinks.iter().enumerate() {
         let s = u.nic.stats();
         out.push(alloc::format!(
-            "eth{i}: {} at {}, mac {}, link {}",
+            "eth{i}: {} at {}, mac {}, link {}, irq {}",
             u.nic.name(),
             u.nic.location(),
             Mac(u.nic.mac()),
-            if u.nic.link_up() { "up" } else { "down" }
+            if u.nic.link_up() { "up" } else { "down" },
+            u.irq.map_or(String::from("polled"), |g| alloc::format!("{g}"))
         ));
         out.push(alloc::format!(
-            "      RX packets {} bytes {} dropped {}   TX packets {} bytes {} dropped {}   interrupts {}",
+            "      RX packets {} bytes {} dropped {}   TX packets {} bytes {} dropped {} full {}   interrupts {}",
             s.rx_packets,
             s.rx_bytes,
             s.rx_dropped,
             s.tx_packets,
             s.tx_bytes,
             s.tx_dropped,
+            s.tx_full,
             s.interrupts
         ));
     }
@@ -397,19 +453,21 @@ pub fn ifconfig() -> Vec<String> {
 /// `network-list` lines for one domain.
 pub fn network_list(dom: DomId) -> Vec<String> {
     let g = NET.lock();
-    let mut out =
-        alloc::vec![String::from("Idx Mac Addr.          RX-frames   RX-bytes RX-drop  TX-frames   TX-bytes Spoofed")];
+    let mut out = alloc::vec![String::from(
+        "Idx Mac Addr.          RX-frames   RX-bytes RX-drop  TX-frames   TX-bytes TX-again Spoofed"
+    )];
     if let Some(n) = g.as_ref() {
         if let Some(v) = n.vifs.get(&dom) {
             let spoofed = n.bridge.stats(v.port).map_or(0, |s| s.dropped_spoofed);
             out.push(alloc::format!(
-                "0   {}  {:>9} {:>10} {:>7} {:>10} {:>10} {:>7}",
+                "0   {}  {:>9} {:>10} {:>7} {:>10} {:>10} {:>8} {:>7}",
                 v.mac,
                 v.rx_frames,
                 v.rx_bytes,
                 v.rx_dropped,
                 v.tx_frames,
                 v.tx_bytes,
+                v.tx_again,
                 spoofed
             ));
         }

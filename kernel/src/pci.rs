@@ -415,6 +415,131 @@ pub fn ring_distance(from: usize, to: usize, n: usize) -> usize {
     }
 }
 
+// ------------------------------------------------- e1000 descriptors --
+
+/// The 8254x legacy receive descriptor checks (8254x SDM §3.2.3), kept
+/// pure so hostile values can be tested: the driver reads status, errors
+/// and length from the descriptor and lets this decide.
+pub mod e1000desc {
+    /// Status bit DD: the device is done with the descriptor.
+    pub const RX_STATUS_DD: u8 = 1 << 0;
+    /// Status bit EOP: last descriptor of a packet.
+    pub const RX_STATUS_EOP: u8 = 1 << 1;
+    /// Error bits CE, SE, SEQ, CXE, RXE (TCPE/IPE are checksum-offload
+    /// results, unused).
+    pub const RX_ERRORS: u8 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 4) | (1 << 7);
+    /// Shortest frame handed on: an Ethernet header.
+    pub const MIN_FRAME: usize = 14;
+
+    /// What to do with one receive descriptor the device marked done.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Rx {
+        /// A whole frame of this many bytes, inside the buffer.
+        Frame(usize),
+        /// Refused and counted as a drop (why, for the log).
+        Drop(&'static str),
+        /// The tail of a frame already dropped: give the buffer back, count
+        /// nothing more.
+        Skip,
+    }
+
+    /// Judges a done receive descriptor. `skipping` says an earlier
+    /// descriptor of the same frame lacked EOP; the returned flag is the
+    /// new `skipping` (true until a descriptor with EOP ends the chain).
+    /// Frames never span descriptors with long packets off, so a chain is
+    /// the device misbehaving: the whole chain is dropped once.
+    pub fn check_rx(status: u8, errors: u8, len: u16, buf_size: usize, skipping: bool) -> (Rx, bool) {
+        let eop = status & RX_STATUS_EOP != 0;
+        let verdict = if skipping {
+            Rx::Skip
+        } else if !eop {
+            Rx::Drop("chained (no EOP)")
+        } else if errors & RX_ERRORS != 0 {
+            Rx::Drop("error bits")
+        } else if usize::from(len) < MIN_FRAME {
+            Rx::Drop("too short")
+        } else if usize::from(len) > buf_size {
+            Rx::Drop("longer than the buffer")
+        } else {
+            Rx::Frame(usize::from(len))
+        };
+        (verdict, !eop)
+    }
+
+    /// A head or tail register value as a ring index: None if the device
+    /// reports a position outside a ring of `count` descriptors.
+    pub fn ring_index(raw: u32, count: usize) -> Option<usize> {
+        usize::try_from(raw).ok().filter(|&i| i < count)
+    }
+
+    /// Free transmit descriptors between the oldest one in flight (`clean`)
+    /// and the next to fill (`tail`); one always stays empty so the tail
+    /// never catches the head. None if either index is outside the ring.
+    pub fn tx_free(clean: usize, tail: usize, count: usize) -> Option<usize> {
+        if clean >= count || tail >= count || count == 0 {
+            return None;
+        }
+        Some(count - 1 - super::ring_distance(clean, tail, count))
+    }
+}
+
+// ------------------------------------------------------ BAR mappings --
+
+/// How a page of a BAR is mapped, as read back from its page-table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PteCache {
+    /// PCD: caching disabled.
+    pub pcd: bool,
+    /// PWT: write-through.
+    pub pwt: bool,
+}
+
+/// The `lspci -v` line of memory BAR `i`: address, size and how its mapped
+/// pages are cached. `pages` holds the read-back of every mapped page (empty:
+/// the BAR is not mapped); a BAR counts as uncached only if every mapped
+/// page has PCD set.
+pub fn bar_line(i: usize, bar: &Bar, pages: &[PteCache]) -> Option<String> {
+    let (addr, size, kind) = match *bar {
+        Bar::Memory { addr, size, wide, prefetchable } => (
+            addr,
+            size,
+            if wide {
+                "mem64"
+            } else if prefetchable {
+                "mem pref"
+            } else {
+                "mem"
+            },
+        ),
+        Bar::Io { port, size } => return Some(format!("BAR{i} io {port:#x} {size} ports")),
+        Bar::None => return None,
+    };
+    let mapping = if pages.is_empty() {
+        String::from("not mapped")
+    } else if pages.iter().all(|p| p.pcd) {
+        format!(
+            "uncached ({} pages mapped, PCD{} set)",
+            pages.len(),
+            if pages.iter().all(|p| p.pwt) { "+PWT" } else { "" }
+        )
+    } else {
+        format!("CACHED ({} of {} pages without PCD)", pages.iter().filter(|p| !p.pcd).count(), pages.len())
+    };
+    Some(format!("BAR{i} {kind} {addr:#x} {} {mapping}", size_text(size)))
+}
+
+/// `4 KiB`, `128 KiB`, `16 MiB`, `12 B`.
+pub fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes;
+    let mut u = 0;
+    while u + 1 < UNITS.len() && v >= 1024 && v.is_multiple_of(1024) {
+        v /= 1024;
+        u += 1;
+    }
+    format!("{v} {}", UNITS[u])
+}
+
 // ------------------------------------------------------------- names --
 
 /// Identification of a function, for naming.
@@ -806,6 +931,79 @@ mod tests {
         assert_eq!(ring_distance(10, 10, 256), 0);
         assert_eq!(ring_distance(10, 20, 256), 10);
         assert_eq!(ring_distance(250, 4, 256), 10);
+    }
+
+    #[test]
+    fn e1000_rx_descriptor_checks() {
+        use e1000desc::*;
+        let ok = RX_STATUS_DD | RX_STATUS_EOP;
+        assert_eq!(check_rx(ok, 0, 60, 2048, false), (Rx::Frame(60), false));
+        assert_eq!(check_rx(ok, 0, 2048, 2048, false), (Rx::Frame(2048), false));
+        assert_eq!(check_rx(ok, 0, 14, 2048, false), (Rx::Frame(14), false));
+        // Hostile lengths: 0, short, past the buffer, the largest u16.
+        assert!(matches!(check_rx(ok, 0, 0, 2048, false), (Rx::Drop(_), false)));
+        assert!(matches!(check_rx(ok, 0, 13, 2048, false), (Rx::Drop(_), false)));
+        assert!(matches!(check_rx(ok, 0, 2049, 2048, false), (Rx::Drop(_), false)));
+        assert!(matches!(check_rx(ok, 0, u16::MAX, 2048, false), (Rx::Drop(_), false)));
+        // Every error bit on its own drops the frame; checksum results do not.
+        for bit in [0u8, 1, 2, 4, 7] {
+            assert!(matches!(check_rx(ok, 1 << bit, 60, 2048, false), (Rx::Drop("error bits"), false)), "bit {bit}");
+        }
+        assert_eq!(check_rx(ok, (1 << 5) | (1 << 6), 60, 2048, false), (Rx::Frame(60), false));
+        // A chain: the first descriptor (no EOP) is dropped and counted,
+        // the middle and the last (EOP) are skipped, then normal again.
+        let (v, skip) = check_rx(RX_STATUS_DD, 0, 2048, 2048, false);
+        assert_eq!((v, skip), (Rx::Drop("chained (no EOP)"), true));
+        let (v, skip) = check_rx(RX_STATUS_DD, 0, 2048, 2048, skip);
+        assert_eq!((v, skip), (Rx::Skip, true));
+        let (v, skip) = check_rx(ok, 0, 100, 2048, skip);
+        assert_eq!((v, skip), (Rx::Skip, false));
+        assert_eq!(check_rx(ok, 0, 100, 2048, skip), (Rx::Frame(100), false));
+        // A skipped tail with error bits or a bad length is still just skipped.
+        assert_eq!(check_rx(ok, 0xFF, 0, 2048, true), (Rx::Skip, false));
+    }
+
+    #[test]
+    fn e1000_ring_indices() {
+        use e1000desc::*;
+        assert_eq!(ring_index(0, 256), Some(0));
+        assert_eq!(ring_index(255, 256), Some(255));
+        assert_eq!(ring_index(256, 256), None);
+        assert_eq!(ring_index(u32::MAX, 256), None);
+        assert_eq!(tx_free(0, 0, 256), Some(255));
+        assert_eq!(tx_free(0, 255, 256), Some(0));
+        assert_eq!(tx_free(10, 9, 256), Some(0));
+        assert_eq!(tx_free(250, 4, 256), Some(245));
+        assert_eq!(tx_free(256, 0, 256), None);
+        assert_eq!(tx_free(0, 300, 256), None);
+        assert_eq!(tx_free(0, 0, 0), None);
+    }
+
+    #[test]
+    fn bar_lines() {
+        let bar = Bar::Memory { addr: 0xFEBC_0000, size: 0x20000, prefetchable: false, wide: false };
+        let uc = PteCache { pcd: true, pwt: true };
+        assert_eq!(
+            bar_line(0, &bar, &[uc; 6]).unwrap(),
+            "BAR0 mem 0xfebc0000 128 KiB uncached (6 pages mapped, PCD+PWT set)"
+        );
+        assert_eq!(bar_line(0, &bar, &[]).unwrap(), "BAR0 mem 0xfebc0000 128 KiB not mapped");
+        let wb = PteCache { pcd: false, pwt: false };
+        assert_eq!(
+            bar_line(0, &bar, &[uc, wb]).unwrap(),
+            "BAR0 mem 0xfebc0000 128 KiB CACHED (1 of 2 pages without PCD)"
+        );
+        let wide = Bar::Memory { addr: 0xFE00_0000, size: 0x4000, prefetchable: true, wide: true };
+        assert_eq!(
+            bar_line(4, &wide, &[PteCache { pcd: true, pwt: false }]).unwrap(),
+            "BAR4 mem64 0xfe000000 16 KiB uncached (1 pages mapped, PCD set)"
+        );
+        assert_eq!(bar_line(1, &Bar::Io { port: 0xC000, size: 64 }, &[]).unwrap(), "BAR1 io 0xc000 64 ports");
+        assert_eq!(bar_line(2, &Bar::None, &[]), None);
+        assert_eq!(size_text(4096), "4 KiB");
+        assert_eq!(size_text(12), "12 B");
+        assert_eq!(size_text(3 << 20), "3 MiB");
+        assert_eq!(size_text(1536), "1536 B");
     }
 
     #[test]

@@ -164,6 +164,20 @@ impl<'a> IntoIterator for &'a Ports {
     }
 }
 
+/// Whether a frame a guest offers can be taken now (`net_write`'s `Again`,
+/// docs/hypercall-abi.md §13.3). `targets` are the ports the bridge would
+/// deliver it to; `uplink_full(p)` says whether `p` is an uplink whose
+/// NIC's transmit ring is full. Only a full uplink the frame must go out on
+/// refuses it: the guest keeps the frame and retries, so a flood is never
+/// delivered twice. Other guests and the host stack are never "full" (their
+/// queues drop and count instead).
+pub fn guest_frame_admitted(
+    targets: impl IntoIterator<Item = PortId>,
+    mut uplink_full: impl FnMut(PortId) -> bool,
+) -> bool {
+    !targets.into_iter().any(&mut uplink_full)
+}
+
 /// The bridge's decision for one frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -371,6 +385,19 @@ impl Bridge {
         self.table.retain(|_, e| now.saturating_sub(e.seen_ms) < aging);
     }
 
+    /// Where a unicast frame for `dst` would go now, without learning,
+    /// counting or expiring anything: the owning guest port or a learned,
+    /// unexpired entry; None means a flood (multicast, unknown or expired).
+    pub fn destination(&self, dst: Mac) -> Option<PortId> {
+        if dst.is_multicast() {
+            return None;
+        }
+        if let Some(&owner) = self.owners.get(&dst) {
+            return Some(owner);
+        }
+        self.table.get(&dst).filter(|e| !self.expired(e)).map(|e| e.port)
+    }
+
     /// The counters of port `p`.
     pub fn stats(&self, p: PortId) -> Option<PortStats> {
         self.ports.get(&p).map(|port| port.stats)
@@ -449,6 +476,36 @@ mod tests {
 
     fn one(p: PortId) -> Verdict {
         Verdict::Forward(Ports::One(p))
+    }
+
+    #[test]
+    fn destination_is_a_read_only_lookup() {
+        let mut b = Bridge::new(1000);
+        let up = b.add_port(PortKind::Uplink);
+        let host = b.add_port(PortKind::Host);
+        let g1 = b.add_port(PortKind::Guest { mac: G1 });
+        assert_eq!(b.destination(G1), Some(g1), "a guest's own MAC is static");
+        assert_eq!(b.destination(A), None, "unknown: flood");
+        assert_eq!(b.destination(Mac::BROADCAST), None);
+        fwd(&mut b, up, B, A, 0);
+        assert_eq!(b.destination(A), Some(up));
+        let before = b.stats(up).unwrap();
+        assert_eq!(b.destination(A), Some(up));
+        assert_eq!(b.stats(up).unwrap(), before, "nothing counted");
+        fwd(&mut b, host, G1, C, 2000);
+        assert_eq!(b.destination(A), None, "expired entries flood");
+    }
+
+    #[test]
+    fn a_guest_frame_waits_only_for_a_full_uplink() {
+        let (up, host, g2): (PortId, PortId, PortId) = (0, 1, 3);
+        let full = |p: PortId| p == up;
+        assert!(!guest_frame_admitted([up], full), "unicast out of a full uplink: Again");
+        assert!(!guest_frame_admitted([up, host, g2], full), "a flood waits too (delivered once, on retry)");
+        assert!(guest_frame_admitted([host], full), "the host stack is never full");
+        assert!(guest_frame_admitted([g2], full), "another guest is never full");
+        assert!(guest_frame_admitted([up, host, g2], |_| false));
+        assert!(guest_frame_admitted([], full), "nowhere to go: taken (and dropped)");
     }
 
     /// Uplink 1, host 2, guest 3 (G1), guest 4 (G2).

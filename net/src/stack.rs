@@ -238,7 +238,7 @@ impl fmt::Display for IfInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "mac {}", self.mac)?;
         match self.ipv4 {
-            Some(c) => write!(f, " inet {c}")?,
+            Some(c) => write!(f, " inet {c} netmask {}", Ipv4Addr::from(c.netmask()))?,
             None => f.write_str(" inet none")?,
         }
         if let Some(g) = self.gateway {

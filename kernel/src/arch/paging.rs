@@ -250,6 +250,12 @@ pub fn data_flags() -> u64 {
     WRITABLE | GLOBAL | nx()
 }
 
+/// The cache-control bits of a leaf entry's flags (as `translate` returns
+/// them): (PCD, PWT). With the default PAT, PCD+PWT is UC, PCD alone UC-.
+pub fn cache_bits(flags: u64) -> (bool, bool) {
+    (flags & NO_CACHE != 0, flags & WRITE_THROUGH != 0)
+}
+
 /// Flags for device registers (RW, uncached, NX).
 pub fn mmio_flags() -> u64 {
     WRITABLE | NO_CACHE | WRITE_THROUGH | GLOBAL | nx()

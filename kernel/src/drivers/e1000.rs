@@ -12,9 +12,11 @@
 //! - Interrupts: RXT0, RXO, RXDMT0, LSC; ICR (read-to-clear) in `handle_irq`.
 //!   Transmit completions are reclaimed lazily in `transmit` (no TXDW).
 //!
-//! The device is not trusted: descriptor lengths are checked against the
-//! buffer size, errors and non-EOP descriptors are dropped, and every wait is
-//! bounded.
+//! The device is not trusted: every done receive descriptor goes through
+//! `hypervisor::pci::e1000desc::check_rx` (length against the buffer, EOP,
+//! error bits; unit-tested with hostile values), the transmit head the
+//! device reports is checked against the ring before it is believed, and
+//! every wait is bounded.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -22,6 +24,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 
+use hypervisor::pci::e1000desc::{self, check_rx, Rx, RX_STATUS_DD};
 use hypervisor::pci::ring_next;
 
 use super::nic::{Nic, NicStats};
@@ -109,10 +112,6 @@ const RAH_AV: u32 = 1 << 31;
 
 // Descriptor fields (legacy layout, 16 bytes).
 const DESC_SIZE: usize = 16;
-const RX_STATUS_DD: u8 = 1 << 0;
-const RX_STATUS_EOP: u8 = 1 << 1;
-/// CE, SE, SEQ, CXE, RXE (TCPE/IPE are checksum-offload results, unused).
-const RX_ERRORS: u8 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 4) | (1 << 7);
 const TX_CMD_EOP: u8 = 1 << 0;
 const TX_CMD_IFCS: u8 = 1 << 1;
 const TX_CMD_RS: u8 = 1 << 3;
@@ -121,7 +120,7 @@ const TX_STATUS_DD: u8 = 1 << 0;
 const RX_COUNT: usize = 256;
 const TX_COUNT: usize = 256;
 const BUF_SIZE: usize = 2048;
-const MIN_FRAME: usize = 14;
+const MIN_FRAME: usize = e1000desc::MIN_FRAME;
 const MAX_FRAME: usize = 1514;
 
 /// An 8254x NIC.
@@ -397,12 +396,14 @@ impl Nic for E1000 {
             self.stats.tx_dropped += 1;
             return false;
         }
-        self.reclaim_tx();
+        if self.tx_ring_full() {
+            self.stats.tx_full += 1;
+            return false;
+        }
         let next = ring_next(self.tx_tail, TX_COUNT);
-        if next == self.tx_clean {
-            // Full: one slot stays empty so TDT never catches TDH. Check the
-            // device is still there before blaming congestion.
-            self.check_alive();
+        if self.dead || next == self.tx_clean {
+            // Found gone while checking for room (a full ring on a dead
+            // device is not "full": the frame is dropped).
             self.stats.tx_dropped += 1;
             return false;
         }
@@ -426,6 +427,32 @@ impl Nic for E1000 {
         true
     }
 
+    fn tx_ring_full(&mut self) -> bool {
+        if self.dead {
+            return false;
+        }
+        self.reclaim_tx();
+        if e1000desc::tx_free(self.tx_clean, self.tx_tail, TX_COUNT) != Some(0) {
+            return false;
+        }
+        // Full (one slot stays empty so TDT never catches TDH). Before
+        // blaming congestion: is the device there, and is the head it
+        // reports inside the ring?
+        if !self.check_alive() {
+            return false;
+        }
+        if e1000desc::ring_index(self.regs.read32(TDH), TX_COUNT).is_none() {
+            log::warn!(
+                "e1000 {}: transmit head {:#x} outside the ring; device disabled",
+                self.location,
+                self.regs.read32(TDH)
+            );
+            self.dead = true;
+            return false;
+        }
+        true
+    }
+
     fn receive(&mut self, budget: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         if self.dead {
             return 0;
@@ -443,22 +470,19 @@ impl Nic for E1000 {
             // Read the rest of the descriptor and the buffer only after DD.
             fence(Ordering::Acquire);
             seen += 1;
-            let len = usize::from(self.rx_ring.read16(d + 8));
+            let len = self.rx_ring.read16(d + 8);
             let errors = self.rx_ring.read8(d + 13);
-            let eop = status & RX_STATUS_EOP != 0;
-            let skipping = self.rx_skip_to_eop;
-            self.rx_skip_to_eop = !eop;
-            if skipping || !eop || errors & RX_ERRORS != 0 || !(MIN_FRAME..=BUF_SIZE).contains(&len) {
-                if !skipping {
-                    self.stats.rx_dropped += 1;
+            let (verdict, skip) = check_rx(status, errors, len, BUF_SIZE, self.rx_skip_to_eop);
+            self.rx_skip_to_eop = skip;
+            match verdict {
+                Rx::Frame(len) if self.rx_bufs.copy_out(i * BUF_SIZE, &mut self.scratch[..len]) => {
+                    f(&self.scratch[..len]);
+                    delivered += 1;
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += len as u64;
                 }
-            } else if self.rx_bufs.copy_out(i * BUF_SIZE, &mut self.scratch[..len]) {
-                f(&self.scratch[..len]);
-                delivered += 1;
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
-            } else {
-                self.stats.rx_dropped += 1;
+                Rx::Frame(_) | Rx::Drop(_) => self.stats.rx_dropped += 1,
+                Rx::Skip => {}
             }
             self.give_rx(i);
             returned = Some(i);

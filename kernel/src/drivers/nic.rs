@@ -10,8 +10,12 @@ pub struct NicStats {
     pub rx_dropped: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Frames not sent (ring full, too long).
+    /// Frames not sent: bad length, device gone.
     pub tx_dropped: u64,
+    /// Frames refused because the transmit ring was full (the caller
+    /// decides: a guest's frame is handed back with `Again`, others are
+    /// dropped and counted here).
+    pub tx_full: u64,
     pub interrupts: u64,
 }
 
@@ -26,8 +30,13 @@ pub trait Nic: Send {
     /// Is the link up?
     fn link_up(&self) -> bool;
     /// Queues one Ethernet frame (without FCS, 14..=1514 bytes) for
-    /// transmission; false if it was dropped (ring full, bad length).
+    /// transmission; false if it was not (ring full: counted in `tx_full`;
+    /// bad length or dead device: `tx_dropped`).
     fn transmit(&mut self, frame: &[u8]) -> bool;
+    /// Reclaims finished transmit slots; true if none is free, so the next
+    /// `transmit` would be refused for a full ring. A device that is gone is
+    /// never "full" (its frames are dropped instead).
+    fn tx_ring_full(&mut self) -> bool;
     /// Hands up to `budget` received frames to `f`, oldest first, and gives
     /// their buffers back to the device; returns how many were delivered.
     /// Lengths and ring indices from the device are never trusted.

@@ -16,7 +16,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 
-use hypervisor::pci::{self as decode, cmd, reg, Bar, ConfigSpace, Identity, CONFIG_SIZE};
+use hypervisor::pci::{self as decode, cmd, reg, Bar, ConfigSpace, Identity, PteCache, CONFIG_SIZE};
 
 use crate::arch::cpu::{inb, inl, inw, outl, outw};
 use crate::arch::sync::IrqMutex;
@@ -27,6 +27,18 @@ const CONFIG_DATA: u16 = 0xCFC;
 
 /// Serializes the two-step address/data access (and BAR sizing windows).
 static CONFIG: IrqMutex<()> = IrqMutex::new(());
+
+/// A register window mapped from a BAR, for `lspci -v`.
+#[derive(Debug, Clone, Copy)]
+struct Mapped {
+    loc: (u8, u8, u8),
+    bar: usize,
+    va: u64,
+    len: u64,
+}
+
+/// Every window `map_bar_range` mapped (never unmapped).
+static MAPPED: IrqMutex<Vec<Mapped>> = IrqMutex::new(Vec::new());
 
 /// Largest BAR `map_bar` maps whole (bigger ones: map a range).
 #[allow(dead_code, reason = "used by `map_bar` only")]
@@ -165,7 +177,33 @@ impl PciDevice {
             return None;
         }
         let va = mm::map_mmio(base + offset, len)?;
+        MAPPED.lock().push(Mapped { loc: (self.bus, self.dev, self.func), bar: i, va, len });
         Some(Mmio { va, len })
+    }
+
+    /// `lspci -v` lines for this function's BARs: each memory BAR with the
+    /// cache bits of every page mapped from it, read back from the kernel's
+    /// page tables (not assumed from the flags asked for).
+    pub fn bar_lines(&self) -> Vec<String> {
+        let windows: Vec<Mapped> =
+            MAPPED.lock().iter().filter(|m| m.loc == (self.bus, self.dev, self.func)).copied().collect();
+        let mut out = Vec::new();
+        for (i, bar) in self.bars.iter().enumerate() {
+            let mut pages = Vec::new();
+            for w in windows.iter().filter(|w| w.bar == i) {
+                let first = w.va & !(hypervisor::frames::PAGE_SIZE - 1);
+                let mut va = first;
+                while va < w.va + w.len {
+                    if let Some((_, flags)) = mm::translate(va) {
+                        let (pcd, pwt) = crate::arch::paging::cache_bits(flags);
+                        pages.push(PteCache { pcd, pwt });
+                    }
+                    va += hypervisor::frames::PAGE_SIZE;
+                }
+            }
+            out.extend(decode::bar_line(i, bar, &pages));
+        }
+        out
     }
 
     /// The whole 256-byte configuration space.
@@ -328,9 +366,17 @@ fn size_bars(bus: u8, dev: u8, func: u8, count: usize, host_bridge: bool) -> [Ba
 /// individual accesses inside the window take.
 static SIZING: IrqMutex<()> = IrqMutex::new(());
 
-/// `lspci` lines, one per function.
-pub fn lspci_lines(devs: &[PciDevice]) -> Vec<String> {
-    devs.iter().map(|d| decode::lspci_line(&d.location(), &d.identity(), d.legacy_irq())).collect()
+/// `lspci` lines, one per function; with `verbose`, each followed by its
+/// BAR lines (indented).
+pub fn lspci_lines(devs: &[PciDevice], verbose: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in devs {
+        out.push(decode::lspci_line(&d.location(), &d.identity(), d.legacy_irq()));
+        if verbose {
+            out.extend(d.bar_lines().into_iter().map(|l| alloc::format!("        {l}")));
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------- MMIO --

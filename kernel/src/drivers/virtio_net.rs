@@ -16,8 +16,18 @@
 //! - Interrupts: legacy INTx; `handle_irq` reads (and so clears) the ISR
 //!   status. MSI-X stays off. Transmit interrupts are suppressed
 //!   (VIRTQ_AVAIL_F_NO_INTERRUPT); completions are reclaimed in `transmit`.
-//! - Receive mode: without a control queue there is none to set; QEMU's
-//!   device starts promiscuous, so `set_promiscuous` only records the wish.
+//! - Receive mode: the virtio spec (1.x, §5.1.6.5.1 "Packet Receive
+//!   Filtering") gives a driver control over promiscuous mode only through
+//!   the control queue with VIRTIO_NET_F_CTRL_RX (command class
+//!   VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC). Neither CTRL_VQ nor
+//!   CTRL_RX is negotiated here (`wanted` below never includes them), so the
+//!   device keeps its reset receive mode; QEMU's resets to promiscuous
+//!   (`virtio_net_reset`: `promisc = 1`, and `receive_filter` passes every
+//!   frame while it is set). The bridge depends on that: guests' unicast
+//!   frames arrive for MACs that are not the NIC's. A device that filtered
+//!   without CTRL_RX would break guest receive; `set_promiscuous` logs that
+//!   it cannot ask, and tests/tests/network.rs shows a guest behind a
+//!   virtio uplink receiving frames addressed to its own MAC.
 //!
 //! The device is not trusted: used-ring indices are checked against the
 //! queue size, used IDs against the queue size and against which buffers the
@@ -70,6 +80,9 @@ const STATUS_FAILED: u8 = 128;
 // Feature bits.
 const F_NET_MAC: u64 = 1 << 5;
 const F_NET_STATUS: u64 = 1 << 16;
+/// Control queue and receive-mode commands: never negotiated (see above).
+const F_NET_CTRL_VQ: u64 = 1 << 17;
+const F_NET_CTRL_RX: u64 = 1 << 18;
 const F_VERSION_1: u64 = 1 << 32;
 
 // Network device configuration (§5.1.4).
@@ -492,7 +505,15 @@ impl Nic for VirtioNet {
             self.stats.tx_dropped += 1;
             return false;
         }
-        self.reclaim_tx();
+        if self.tx_ring_full() {
+            self.stats.tx_full += 1;
+            return false;
+        }
+        if self.broken {
+            // Found broken while reclaiming: dropped, not "full".
+            self.stats.tx_dropped += 1;
+            return false;
+        }
         let Some(id) = self.tx_free.pop() else {
             self.stats.tx_dropped += 1;
             return false;
@@ -510,6 +531,14 @@ impl Nic for VirtioNet {
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += frame.len() as u64;
         true
+    }
+
+    fn tx_ring_full(&mut self) -> bool {
+        if self.broken {
+            return false;
+        }
+        self.reclaim_tx();
+        !self.broken && self.tx_free.is_empty()
     }
 
     fn receive(&mut self, budget: usize, f: &mut dyn FnMut(&[u8])) -> usize {
@@ -571,9 +600,11 @@ impl Nic for VirtioNet {
     }
 
     fn set_promiscuous(&mut self, on: bool) {
-        // No control queue negotiated: the device's receive mode cannot be
-        // changed (QEMU's starts promiscuous, and stays so).
-        log::debug!("virtio-net {}: promiscuous {on} requested; the device filters nothing", self.location);
+        // Without VIRTIO_NET_F_CTRL_RX (deliberately not negotiated, see the
+        // module comment) there is no command to send: the receive mode
+        // stays the device's reset mode, promiscuous on QEMU.
+        debug_assert!(self.features & (F_NET_CTRL_VQ | F_NET_CTRL_RX) == 0);
+        log::debug!("virtio-net {}: promiscuous {on} requested; no CTRL_RX, the device keeps its mode", self.location);
     }
 
     fn stats(&self) -> NicStats {

@@ -430,12 +430,19 @@ fn info_display() {
         0,
     );
     let line = s.info().to_string();
-    assert!(line.starts_with("mac 52:54:00:12:34:56 inet 10.0.2.15/24 gw 10.0.2.2  RX packets 0"), "{line}");
+    assert!(
+        line.starts_with("mac 52:54:00:12:34:56 inet 10.0.2.15/24 netmask 255.255.255.0 gw 10.0.2.2  RX packets 0"),
+        "{line}"
+    );
+    let mut other = s.info();
+    other.ipv4 = Some(cidr([172, 16, 1, 9], 20));
+    assert!(other.to_string().contains("inet 172.16.1.9/20 netmask 255.255.240.0 gw"), "{other}");
     assert!(!line.contains('\n'));
     let d = NetStack::new(MAC_A, IpConfig::Dhcp, 0);
     assert!(d.info().to_string().contains("inet none dhcp requesting"));
     let n = NetStack::new(MAC_A, IpConfig::None, 0);
     assert!(!n.info().to_string().contains("dhcp"));
+    assert!(!n.info().to_string().contains("netmask"), "no address, no mask");
 }
 
 // -- DHCP ----------------------------------------------------------------------
@@ -581,7 +588,9 @@ fn dhcp_full_exchange_binds() {
     assert_eq!(i.dhcp.to_string(), "bound to 10.0.2.15/24 from 10.0.2.2");
     assert_eq!(i.ipv4, Some(cidr([10, 0, 2, 15], 24)));
     assert_eq!(i.gateway, Some([10, 0, 2, 2]));
-    assert!(i.to_string().contains("inet 10.0.2.15/24 gw 10.0.2.2 dhcp bound to 10.0.2.15/24 from 10.0.2.2"));
+    assert!(i
+        .to_string()
+        .contains("inet 10.0.2.15/24 netmask 255.255.255.0 gw 10.0.2.2 dhcp bound to 10.0.2.15/24 from 10.0.2.2"));
     // The address works: pinging the gateway ARPs for it from 10.0.2.15.
     s.ping_send([10, 0, 2, 2], 1, 1, 56, 0).unwrap();
     s.poll(t);
