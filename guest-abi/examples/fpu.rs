@@ -13,12 +13,27 @@
 //! ```
 //! Exit status 0 if every check passed, 1 otherwise.
 //!
+//! With `regs=1` it checks the general registers instead, on vCPU 0: loads
+//! rax, rbx, rcx, rdx, rsi, rdi, rbp and r8–r15 with values derived from
+//! `seed`, sets DF and CF in RFLAGS and (where CPUID reports FSGSBASE) the
+//! FS and GS base, then spins `spin` iterations (default 200000) with no
+//! hypercall, so only timer preemptions take it off the CPU, and checks
+//! every one; repeats for `ms` milliseconds. A round that took 5 ms longer
+//! than the quickest one counts as preempted (a time slice is 10 ms):
+//!
+//! ```text
+//! fpu: regs seed=<s> ok after <n> checks, <p> preempted, fs/gs base checked|not checked (no FSGSBASE)
+//! fpu: regs seed=<s> CORRUPTED <register> want=<hex> got=<hex> after <n> checks
+//! ```
+//!
 //! The target is soft-float: compiled Rust never touches these registers, so
 //! the check is one `asm!` block per round that works through memory only
 //! (no xmm-class operands). It saves the caller's state with FXSAVE first and
 //! restores it with FXRSTOR last, so it clobbers nothing it does not declare.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -239,8 +254,210 @@ fn secondary(vcpu: u64) {
     check_loop(vcpu as u32, seed, PARAMS[1].load(Ordering::Relaxed), PARAMS[2].load(Ordering::Relaxed));
 }
 
+/// General registers for [`gpr_round`], in this order: rax, rbx, rcx, rdx,
+/// rsi, rdi, rbp, r8–r15, then FS base, GS base, RFLAGS.
+const GPR_NAMES: [&str; 18] = [
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "fs_base",
+    "gs_base", "rflags",
+];
+
+/// What [`gpr_round`] reads and writes (offsets fixed for the `asm!`).
+#[repr(C)]
+struct GprFrame {
+    /// Values to load (RFLAGS: unused).
+    want: [u64; 18],
+    /// Values found after the spin.
+    got: [u64; 18],
+    /// Spin iterations.
+    spin: u64,
+    /// Non-zero: set and check FS/GS base (CR4.FSGSBASE is on).
+    fsgs: u64,
+    /// FS and GS base before the round, restored after it.
+    saved: [u64; 2],
+}
+
+const GPR_WANT: usize = 0;
+const GPR_GOT: usize = 18 * 8;
+const GPR_SPIN: usize = 36 * 8;
+const GPR_FSGS: usize = 37 * 8;
+const GPR_SAVED: usize = 38 * 8;
+
+const _: () = {
+    assert!(core::mem::offset_of!(GprFrame, want) == GPR_WANT);
+    assert!(core::mem::offset_of!(GprFrame, got) == GPR_GOT);
+    assert!(core::mem::offset_of!(GprFrame, spin) == GPR_SPIN);
+    assert!(core::mem::offset_of!(GprFrame, fsgs) == GPR_FSGS);
+    assert!(core::mem::offset_of!(GprFrame, saved) == GPR_SAVED);
+};
+
+/// RFLAGS bits the round sets and expects back: CF (bit 0) and DF (bit 10).
+const GPR_FLAGS: u64 = (1 << 0) | (1 << 10);
+
+/// Loads every general register (and FS/GS base when `fsgs`) from
+/// `f.want`, sets CF and DF, spins `f.spin` iterations with nothing but a
+/// counter in memory, and stores what the registers hold into `f.got`.
+fn gpr_round(f: &mut GprFrame) {
+    // SAFETY: the block reads and writes only `*f` (through RDI, kept on the
+    // stack while every register holds a pattern) and its own stack slots,
+    // which it pops again. RBX and RBP, which cannot be declared, are pushed
+    // first and popped last; every other register it changes is declared.
+    // DF is cleared again before it ends (the ABI needs DF clear), the
+    // arithmetic flags are declared clobbered (no `preserves_flags`), and
+    // FS/GS base are put back as they were (the runtime does not use them
+    // anyway). WRFSBASE/RDFSBASE run only when `fsgs` says CR4.FSGSBASE is
+    // on (CPUID reports FSGSBASE).
+    unsafe {
+        asm!(
+            "push rbx",
+            "push rbp",
+            "push rdi",
+            "push qword ptr [rdi + {spin}]",
+            // Stack: [rsp] = counter, [rsp + 8] = frame pointer.
+            "cmp qword ptr [rdi + {fsgs}], 0",
+            "je 3f",
+            "rdfsbase rax",
+            "mov [rdi + {saved}], rax",
+            "rdgsbase rax",
+            "mov [rdi + {saved} + 8], rax",
+            "mov rax, [rdi + {want} + 15 * 8]",
+            "wrfsbase rax",
+            "mov rax, [rdi + {want} + 16 * 8]",
+            "wrgsbase rax",
+            "3:",
+            "std",
+            "stc",
+            "mov rax, [rdi + {want} + 0 * 8]",
+            "mov rbx, [rdi + {want} + 1 * 8]",
+            "mov rcx, [rdi + {want} + 2 * 8]",
+            "mov rdx, [rdi + {want} + 3 * 8]",
+            "mov rsi, [rdi + {want} + 4 * 8]",
+            "mov rbp, [rdi + {want} + 6 * 8]",
+            "mov r8, [rdi + {want} + 7 * 8]",
+            "mov r9, [rdi + {want} + 8 * 8]",
+            "mov r10, [rdi + {want} + 9 * 8]",
+            "mov r11, [rdi + {want} + 10 * 8]",
+            "mov r12, [rdi + {want} + 11 * 8]",
+            "mov r13, [rdi + {want} + 12 * 8]",
+            "mov r14, [rdi + {want} + 13 * 8]",
+            "mov r15, [rdi + {want} + 14 * 8]",
+            "mov rdi, [rdi + {want} + 5 * 8]",
+            // The spin: DEC leaves CF alone; timer interrupts land here.
+            "2:",
+            "dec qword ptr [rsp]",
+            "jnz 2b",
+            "pushfq",
+            // Stack: [rsp] = RFLAGS, [rsp + 8] = counter, [rsp + 16] = frame.
+            "xchg rdi, [rsp + 16]",
+            "mov [rdi + {got} + 0 * 8], rax",
+            "mov [rdi + {got} + 1 * 8], rbx",
+            "mov [rdi + {got} + 2 * 8], rcx",
+            "mov [rdi + {got} + 3 * 8], rdx",
+            "mov [rdi + {got} + 4 * 8], rsi",
+            "mov [rdi + {got} + 6 * 8], rbp",
+            "mov [rdi + {got} + 7 * 8], r8",
+            "mov [rdi + {got} + 8 * 8], r9",
+            "mov [rdi + {got} + 9 * 8], r10",
+            "mov [rdi + {got} + 10 * 8], r11",
+            "mov [rdi + {got} + 11 * 8], r12",
+            "mov [rdi + {got} + 12 * 8], r13",
+            "mov [rdi + {got} + 13 * 8], r14",
+            "mov [rdi + {got} + 14 * 8], r15",
+            "mov rax, [rsp + 16]",
+            "mov [rdi + {got} + 5 * 8], rax",
+            "pop rax",
+            "mov [rdi + {got} + 17 * 8], rax",
+            "cld",
+            "cmp qword ptr [rdi + {fsgs}], 0",
+            "je 4f",
+            "rdfsbase rax",
+            "mov [rdi + {got} + 15 * 8], rax",
+            "rdgsbase rax",
+            "mov [rdi + {got} + 16 * 8], rax",
+            "mov rax, [rdi + {saved}]",
+            "wrfsbase rax",
+            "mov rax, [rdi + {saved} + 8]",
+            "wrgsbase rax",
+            "4:",
+            "add rsp, 16",
+            "pop rbp",
+            "pop rbx",
+            inout("rdi") f as *mut GprFrame => _,
+            want = const GPR_WANT,
+            got = const GPR_GOT,
+            spin = const GPR_SPIN,
+            fsgs = const GPR_FSGS,
+            saved = const GPR_SAVED,
+            out("rax") _,
+            out("rcx") _,
+            out("rdx") _,
+            out("rsi") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+        );
+    }
+}
+
+/// The `regs=1` mode: general registers, RFLAGS and FS/GS base across
+/// preemptions.
+fn gpr_check(seed: u64, ms: u64, spin: u64) -> i32 {
+    // FSGSBASE as the domain's CPU policy reports it (the hypervisor turns
+    // CR4.FSGSBASE on whenever the CPU has it).
+    let fsgs = guest_abi::rt::cpuid(7, 0).is_ok_and(|l7| l7[1] & 1 != 0);
+    let mut f = GprFrame { want: [0; 18], got: [0; 18], spin: spin.max(1), fsgs: u64::from(fsgs), saved: [0; 2] };
+    for (i, w) in f.want.iter_mut().enumerate().take(15) {
+        *w = mix(seed ^ ((i as u64) << 12));
+    }
+    // Canonical user-half addresses for FS and GS base.
+    f.want[15] = 0x0000_1000_0000_0000 | (mix(seed ^ 0xf5) & 0x0000_0fff_ffff_f000);
+    f.want[16] = 0x0000_2000_0000_0000 | (mix(seed ^ 0x65) & 0x0000_0fff_ffff_f000);
+    let until = now().saturating_add(ms.saturating_mul(1_000_000));
+    let mut times: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
+    let mut n = 0u64;
+    loop {
+        f.got = [0; 18];
+        let t0 = now();
+        gpr_round(&mut f);
+        times.push(now() - t0);
+        let check = |i: usize, want: u64, got: u64| {
+            if want != got {
+                println!(
+                    "fpu: regs seed={seed} CORRUPTED {} want={want:#x} got={got:#x} after {n} checks",
+                    GPR_NAMES[i]
+                );
+                return false;
+            }
+            true
+        };
+        let regs = if fsgs { 17 } else { 15 };
+        if !(0..regs).all(|i| check(i, f.want[i], f.got[i])) || !check(17, GPR_FLAGS, f.got[17] & GPR_FLAGS) {
+            return 1;
+        }
+        n += 1;
+        if now() >= until {
+            break;
+        }
+    }
+    let quickest = times.iter().copied().min().unwrap_or(0);
+    let preempted = times.iter().filter(|&&t| t > quickest + 5_000_000).count();
+    let base = if fsgs { "checked" } else { "not checked (no FSGSBASE)" };
+    println!("fpu: regs seed={seed} ok after {n} checks, {preempted} preempted, fs/gs base {base}");
+    0
+}
+
 fn fpu(env: &Env) -> i32 {
     let seed = env.arg_u64_or("seed", 1);
+    if env.arg_u64_or("regs", 0) == 1 {
+        let ms = env.arg_u64_or("ms", 3000);
+        let spin = env.arg_u64_or("spin", 200_000);
+        println!("fpu: regs start name={} seed={seed} ms={ms} spin={spin}", env.name());
+        return gpr_check(seed, ms, spin);
+    }
     let ms = env.arg_u64_or("ms", 3000);
     let spin = env.arg_u64_or("spin", 2_000_000);
     let vcpus = env.vcpus().clamp(1, guest_abi::MAX_VCPUS);
