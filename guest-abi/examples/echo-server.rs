@@ -7,7 +7,9 @@
 //!
 //! Parameters: `ip` (address/prefix, default `10.77.0.10/24`; a bare
 //! address gets /24), `gw` (default route, none by default), `port`
-//! (default 7), `conns` (concurrent TCP connections, default 4, 1..=16).
+//! (default 7), `conns` (concurrent TCP connections, default 4, 1..=16),
+//! `probe=IP:PORT` (once up, check the path to another UDP echo server:
+//! see below), `probes` (datagrams a probe sends, default 4, 1..=64).
 //!
 //! Output (stable format):
 //!
@@ -15,9 +17,18 @@
 //! echo-server: listening on <ip>:<port> (tcp, udp) mac=<mac>
 //! echo-server: tcp open <peer ip>:<peer port> conn=<n>
 //! echo-server: tcp close <peer ip>:<peer port> conn=<n> rx=<bytes> tx=<bytes>
+//! echo-server: probe ok <n>/<n> to <ip>:<port>
+//! echo-server: probe failed <ok>/<n> to <ip>:<port> (<why>)
 //! echo-server: served tcp=<connections> udp=<datagrams>
 //! echo-server: shutting down
 //! ```
+//!
+//! A probe sends `probes` UDP datagrams of different lengths and contents,
+//! one at a time, from port 49152 (49153 if that is `port`) to `IP:PORT`
+//! and waits for each to come back from there: resent every 500 ms, 20
+//! times at most. `probe ok` means every datagram came back byte for byte;
+//! one that came back altered, or never, ends the probe with `probe
+//! failed`. The server echoes all the while.
 //!
 //! Without a vif it prints `echo-server: no network interface (<error>)`
 //! and exits with status 1.
@@ -56,6 +67,10 @@ const UDP_BUFFER: usize = 32 * 1024;
 const UDP_PACKETS: usize = 32;
 /// Bytes moved from a socket's receive buffer to its send buffer at once.
 const CHUNK: usize = 16 * 1024;
+/// A probe resends an unanswered datagram after this long, at most
+/// `PROBE_TRIES` times in all (the peer may still be starting).
+const PROBE_RETRY_NS: u64 = 500_000_000;
+const PROBE_TRIES: u32 = 20;
 
 /// What the command line asks for.
 struct Params {
@@ -63,6 +78,8 @@ struct Params {
     gateway: Option<Ipv4Addr>,
     port: u16,
     conns: usize,
+    /// `probe=IP:PORT` and `probes=N`.
+    probe: Option<(IpEndpoint, u32)>,
 }
 
 fn params(env: &Env) -> Result<Params, &'static str> {
@@ -88,7 +105,21 @@ fn params(env: &Env) -> Result<Params, &'static str> {
         .ok()
         .filter(|n| (1..=16).contains(n))
         .ok_or("conns= must be 1..16")?;
-    Ok(Params { cidr, gateway, port, conns })
+    let probe = match env.arg("probe") {
+        None => None,
+        Some(s) => {
+            let err = "probe= must be IP:PORT, like 10.77.0.10:7";
+            let (ip, port) = s.split_once(':').ok_or(err)?;
+            let ip: Ipv4Addr = ip.parse().map_err(|_| err)?;
+            let port = port.parse::<u16>().ok().filter(|&p| p != 0).ok_or(err)?;
+            let n = u32::try_from(env.arg_u64_or("probes", 4))
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or("probes= must be 1..64")?;
+            Some((IpEndpoint::new(IpAddress::Ipv4(ip), port), n))
+        }
+    };
+    Ok(Params { cidr, gateway, port, conns, probe })
 }
 
 /// One TCP listening socket and the connection it serves.
@@ -127,8 +158,7 @@ fn echo_server(env: &Env) -> i32 {
     let mac = dev.info().mac;
 
     let mut config = Config::new(HardwareAddress::Ethernet(dev.ethernet_address()));
-    config.random_seed =
-        wall_ns() ^ now().rotate_left(32) ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
+    config.random_seed = config_seed(&mac);
     let mut iface = Interface::new(config, &mut dev, smol_now());
     iface.update_ip_addrs(|addrs| {
         // One address; the vector has room for it.
@@ -167,6 +197,23 @@ fn echo_server(env: &Env) -> i32 {
     }
     let udp_handle = sockets.add(u);
 
+    let mut probe = match p.probe {
+        None => None,
+        Some((peer, count)) => {
+            let mut u = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 1024]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8 * 1024]),
+            );
+            // Not the echo port: the peer's echo would be echoed back again.
+            let local = if p.port == 49152 { 49153 } else { 49152 };
+            if u.bind(local).is_err() {
+                println!("echo-server: cannot bind UDP port {local} for the probe");
+                return 1;
+            }
+            Some(Probe::new(sockets.add(u), peer, count, config_seed(&mac)))
+        }
+    };
+
     println!("echo-server: listening on {}:{} (tcp, udp) mac={}", p.cidr.address(), p.port, Mac(mac));
 
     let mut scratch = vec![0u8; CHUNK];
@@ -183,6 +230,9 @@ fn echo_server(env: &Env) -> i32 {
         let n = serve_udp(sockets.get_mut::<udp::Socket>(udp_handle), &mut scratch);
         udp_datagrams += n;
         moved |= n > 0;
+        if let Some(pr) = probe.as_mut() {
+            moved |= pr.step(sockets.get_mut::<udp::Socket>(pr.handle), now());
+        }
 
         // Data just queued goes out with the next poll, at once; otherwise
         // sleep until the stack's next timer, a frame, or IDLE_NS.
@@ -200,6 +250,120 @@ fn echo_server(env: &Env) -> i32 {
             println!("echo-server: shutting down");
             return 0;
         }
+    }
+}
+
+/// A seed for the stack and the probe's payloads: differs between guests
+/// (MAC) and runs (clocks).
+fn config_seed(mac: &[u8; 6]) -> u64 {
+    wall_ns() ^ now().rotate_left(32) ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0])
+}
+
+/// `probe=`: sends datagrams to another echo server one at a time and
+/// checks that each comes back unchanged.
+struct Probe {
+    handle: SocketHandle,
+    peer: IpEndpoint,
+    count: u32,
+    /// Index of the datagram in flight; `count` once all came back.
+    seq: u32,
+    payload: Vec<u8>,
+    /// When the datagram in flight was last sent (`None`: not yet).
+    sent_at: Option<u64>,
+    tries: u32,
+    rng: u64,
+    done: bool,
+}
+
+impl Probe {
+    fn new(handle: SocketHandle, peer: IpEndpoint, count: u32, seed: u64) -> Probe {
+        let mut p = Probe {
+            handle,
+            peer,
+            count,
+            seq: 0,
+            payload: Vec::new(),
+            sent_at: None,
+            tries: 0,
+            rng: seed | 1,
+            done: false,
+        };
+        p.fill();
+        p
+    }
+
+    /// The payload of datagram `seq`: a header naming it, then
+    /// pseudo-random bytes; 40 to about 1.2 KB long, different each time.
+    fn fill(&mut self) {
+        let header = alloc::format!("rhv-probe {} of {} ", self.seq + 1, self.count);
+        let len = 40 + (self.seq as usize * 397 + 211) % 1200;
+        self.payload.clear();
+        self.payload.extend_from_slice(header.as_bytes());
+        while self.payload.len() < len {
+            // xorshift64
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.payload.push(self.rng as u8);
+        }
+    }
+
+    fn finish(&mut self, failure: Option<&str>) {
+        self.done = true;
+        match failure {
+            None => println!("echo-server: probe ok {}/{} to {}", self.seq, self.count, self.peer),
+            Some(why) => println!("echo-server: probe failed {}/{} to {} ({why})", self.seq, self.count, self.peer),
+        }
+    }
+
+    /// Takes the echoes that arrived, (re)sends the datagram in flight when
+    /// due. Returns whether it queued a datagram.
+    fn step(&mut self, u: &mut udp::Socket<'_>, now_ns: u64) -> bool {
+        if self.done {
+            // Drain stray duplicates of resent datagrams.
+            while u.recv().is_ok() {}
+            return false;
+        }
+        let header = alloc::format!("rhv-probe {} of {} ", self.seq + 1, self.count);
+        while let Ok((data, meta)) = u.recv() {
+            if meta.endpoint != self.peer || !data.starts_with(header.as_bytes()) {
+                continue; // someone else, or a late copy of an earlier datagram
+            }
+            if data != self.payload.as_slice() {
+                let why = alloc::format!(
+                    "datagram {} came back altered: {} bytes, sent {}",
+                    self.seq + 1,
+                    data.len(),
+                    self.payload.len()
+                );
+                self.finish(Some(&why));
+                return false;
+            }
+            self.seq += 1;
+            if self.seq == self.count {
+                self.finish(None);
+                return false;
+            }
+            self.fill();
+            self.sent_at = None;
+            self.tries = 0;
+            return self.step(u, now_ns);
+        }
+        let due = self.sent_at.is_none_or(|t| now_ns.saturating_sub(t) >= PROBE_RETRY_NS);
+        if !due {
+            return false;
+        }
+        if self.tries == PROBE_TRIES {
+            let why = alloc::format!("no echo of datagram {} after {} sends", self.seq + 1, self.tries);
+            self.finish(Some(&why));
+            return false;
+        }
+        // A full send buffer (the peer's address not resolved yet holds
+        // earlier copies back) counts as a send too: the probe still ends.
+        let queued = u.send_slice(&self.payload, self.peer).is_ok();
+        self.tries += 1;
+        self.sent_at = Some(now_ns);
+        queued
     }
 }
 

@@ -69,8 +69,7 @@ impl Rig {
                 eprintln!("warning: scripts/rig gc: {e}");
             }
         });
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!("t{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = fresh_name();
         let hosts_s = hosts.to_string();
         let subnet = format!("10.77.{third}");
         let out = run_script(&["up", "--name", &name, "--hosts", &hosts_s, "--subnet", &subnet])?;
@@ -109,13 +108,7 @@ impl Rig {
         match Rig::up(hosts) {
             Ok(rig) => Some(rig),
             Err(e) => {
-                if std::env::var("RHV_RIG_REQUIRED").is_ok_and(|v| v == "1") {
-                    panic!("{test}: network rig required (RHV_RIG_REQUIRED=1) but unavailable: {e}");
-                }
-                // Straight to the stderr stream, not `eprintln!`: the
-                // test harness captures that, and a skip must show.
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {e}");
+                skip(test, &e);
                 None
             }
         }
@@ -222,6 +215,24 @@ impl Drop for Rig {
             }
         }
     }
+}
+
+/// A rig name unique among concurrently running tests: `t<pid>-<n>`.
+fn fresh_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!("t{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Prints `SKIPPED: <test>: <why>` to stderr, or panics with
+/// `RHV_RIG_REQUIRED=1` (CI cannot pass by skipping).
+fn skip(test: &str, why: &Error) {
+    if std::env::var("RHV_RIG_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{test}: network rig required (RHV_RIG_REQUIRED=1) but unavailable: {why}");
+    }
+    // Straight to the stderr stream, not `eprintln!`: the test harness
+    // captures that, and a skip must show.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
 }
 
 /// Whether the namespace `ns` exists.
@@ -476,6 +487,210 @@ mod tests {
         assert!(!ns_exists(&ns), "{ns} still exists");
         let status = sleeper.wait().unwrap();
         assert!(!status.success(), "the process inside was killed");
+    }
+
+    /// Whether rigs can be made here; otherwise skips `test` (see
+    /// [`Rig::up_or_skip`]).
+    fn rigs_or_skip(test: &str) -> bool {
+        match preflight() {
+            Ok(()) => true,
+            Err(e) => {
+                skip(test, &e);
+                false
+            }
+        }
+    }
+
+    /// A rig made with `scripts/rig up` by hand, for an owner process of
+    /// the test's own (`sleep 600`). Dropping it kills the owner if still
+    /// alive and removes the rig, so a failing test leaves nothing.
+    struct Owned {
+        name: String,
+        owner: Option<std::process::Child>,
+    }
+
+    impl Owned {
+        /// `scripts/rig up --name <fresh> --hosts <hosts> <args...>`, with
+        /// `--owner <pid>` of a new `sleep 600` unless `owner` is false.
+        fn up(hosts: usize, owner: bool, args: &[&str]) -> Owned {
+            let mut rig = Owned { name: fresh_name(), owner: None };
+            let mut argv =
+                vec!["up".to_string(), "--name".into(), rig.name.clone(), "--hosts".into(), hosts.to_string()];
+            if owner {
+                let child = Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().expect("spawn sleep");
+                argv.extend(["--owner".into(), child.id().to_string()]);
+                rig.owner = Some(child);
+            }
+            argv.extend(args.iter().map(|a| a.to_string()));
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = run_script(&argv).unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.contains(&format!("RIG_NS={NS_PREFIX}{}", rig.name)), "{out}");
+            assert!(ns_exists(&rig.ns()));
+            rig
+        }
+
+        fn ns(&self) -> String {
+            format!("{NS_PREFIX}{}", self.name)
+        }
+
+        /// The owner's PID.
+        fn owner_pid(&self) -> u32 {
+            self.owner.as_ref().expect("an owner").id()
+        }
+
+        /// SIGKILLs the owner and reaps it (a zombie would still look
+        /// alive to the script: its /proc entry stays until reaped).
+        fn kill_owner(&mut self) {
+            let mut child = self.owner.take().expect("an owner");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+
+        /// This rig's line of `scripts/rig list`.
+        fn listed(&self) -> String {
+            let out = run_script(&["list"]).unwrap();
+            let ns = self.ns();
+            out.lines()
+                .find(|l| l.split_whitespace().next() == Some(ns.as_str()))
+                .unwrap_or_else(|| panic!("{ns} not in scripts/rig list:\n{out}"))
+                .to_string()
+        }
+
+        /// The state record `scripts/rig` keeps for the rig.
+        fn record(&self) -> Option<String> {
+            let dir = std::env::var("RHV_RIG_STATE_DIR").unwrap_or_else(|_| "/run/rhv-rig".into());
+            std::fs::read_to_string(Path::new(&dir).join(&self.name)).ok()
+        }
+
+        /// Waits up to `limit` (scaled) for the namespace to be gone.
+        fn wait_gone(&self, limit: Duration) -> Result<Duration, String> {
+            let start = Instant::now();
+            let deadline = start + scaled(limit);
+            while ns_exists(&self.ns()) {
+                if Instant::now() >= deadline {
+                    return Err(format!("{} still exists {limit:?} after its owner died", self.ns()));
+                }
+                std::thread::sleep(Duration::from_millis(100)); // polling a file; nothing to wait on
+            }
+            Ok(start.elapsed())
+        }
+    }
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.owner.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = run_script(&["down", &self.name]);
+        }
+    }
+
+    /// The watcher of `up --owner PID` removes the rig (namespace and
+    /// record) soon after that process is SIGKILLed, and not while it lives.
+    #[test]
+    fn a_rig_goes_when_its_owner_is_killed() {
+        if !rigs_or_skip("a_rig_goes_when_its_owner_is_killed") {
+            return;
+        }
+        let mut rig = Owned::up(1, true, &[]);
+        let line = rig.listed();
+        assert!(line.contains(&format!(" {} ", rig.owner_pid())) && line.contains(" alive "), "{line}");
+        assert!(rig.record().is_some_and(|r| r.starts_with(&format!("{} ", rig.owner_pid()))), "{:?}", rig.record());
+        rig.kill_owner();
+        rig.wait_gone(Duration::from_secs(15)).unwrap();
+        assert_eq!(rig.record(), None, "the record goes with the rig");
+    }
+
+    /// A QEMU still running inside (holding a tap) when the owner dies is
+    /// killed by the watcher's teardown, and the rig goes all the same.
+    #[test]
+    fn a_dead_owners_rig_is_removed_with_the_qemu_inside() {
+        if !rigs_or_skip("a_dead_owners_rig_is_removed_with_the_qemu_inside") {
+            return;
+        }
+        let mut rig = Owned::up(1, true, &[]);
+        // A real QEMU on tap0, stopped before its first instruction (-S):
+        // no image needed; it holds the tap open like a test's QEMU.
+        let mut qemu = Command::new("ip")
+            .args(["netns", "exec", &rig.ns(), &crate::QemuBuilder::program()])
+            .args(["-S", "-display", "none", "-nodefaults", "-monitor", "none", "-serial", "none"])
+            .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", "-device", "e1000,netdev=n0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_pid_inside(&rig.ns(), qemu.id(), Duration::from_secs(10)).unwrap();
+        // QEMU has opened the tap once the kernel says it has a carrier.
+        let deadline = Instant::now() + scaled(Duration::from_secs(20));
+        loop {
+            let out = Command::new("ip").args(["-n", &rig.ns(), "link", "show", "tap0"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.contains("NO-CARRIER") && text.contains("tap0") {
+                break;
+            }
+            if let Some(status) = qemu.try_wait().unwrap() {
+                panic!("QEMU exited early ({status}); is it installed?");
+            }
+            assert!(Instant::now() < deadline, "QEMU did not open tap0:\n{text}");
+            std::thread::sleep(Duration::from_millis(50)); // polling link state
+        }
+        rig.kill_owner();
+        rig.wait_gone(Duration::from_secs(20)).unwrap();
+        // The teardown killed QEMU (by signal) before deleting the namespace.
+        let deadline = Instant::now() + scaled(Duration::from_secs(5));
+        let status = loop {
+            if let Some(s) = qemu.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                panic!("QEMU still runs after its rig was removed");
+            }
+            std::thread::sleep(Duration::from_millis(50)); // polling the child's status
+        };
+        // QEMU exits with 0 on SIGTERM, saying so; SIGKILL leaves a signal.
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut qemu.stderr.take().unwrap(), &mut stderr).unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            status.signal().is_some() || stderr.contains("terminating on signal"),
+            "QEMU was not killed ({status}): {stderr}"
+        );
+    }
+
+    /// `gc` and ownerless rigs: a `--no-watch` rig stays while its owner
+    /// lives and `gc` removes it once the owner is gone; a `--keep` rig has
+    /// no owner, so `gc` keeps it until it is older than `--max-age`. Every
+    /// `gc` here names its rigs, so other runs' rigs are never touched.
+    #[test]
+    fn gc_removes_rigs_of_dead_owners_and_old_kept_ones() {
+        if !rigs_or_skip("gc_removes_rigs_of_dead_owners_and_old_kept_ones") {
+            return;
+        }
+        let mut orphan = Owned::up(0, true, &["--no-watch"]);
+        let kept = Owned::up(0, false, &["--keep"]);
+        assert_eq!(kept.record().as_deref(), Some("keep\n"));
+        assert!(kept.listed().contains(" kept "), "{}", kept.listed());
+
+        // Live owner, young kept rig: gc keeps both.
+        let out = run_script(&["gc", &orphan.name, &kept.name]).unwrap();
+        assert!(out.is_empty(), "{out}");
+        assert!(ns_exists(&orphan.ns()) && ns_exists(&kept.ns()), "gc removed a rig it should keep");
+
+        // No watcher: the rig outlives its owner until gc.
+        orphan.kill_owner();
+        run_script(&["gc", &orphan.name, &kept.name]).unwrap();
+        assert!(!ns_exists(&orphan.ns()), "gc left the rig of a dead owner");
+        assert_eq!(orphan.record(), None);
+        assert!(ns_exists(&kept.ns()), "gc removed a kept rig younger than --max-age");
+
+        // Old enough for --max-age 0: the kept rig goes too.
+        run_script(&["gc", "--max-age", "0", &kept.name]).unwrap();
+        assert!(!ns_exists(&kept.ns()), "gc --max-age 0 left a kept rig");
+        assert_eq!(kept.record(), None);
     }
 
     #[test]
