@@ -228,7 +228,7 @@ fn regs_guests(q: &mut Qemu, copies: u32) -> Result<Vec<(u64, u64, String)>, Err
         // A guest that found a register changed exits at once (status 1),
         // maybe before the attach: then the log says so.
         let line = Regex::new(&format!(
-            r"fpu: regs seed=\d+ (ok after (\d+) checks, (\d+) preempted, fs/gs base ([^\r\n]+)|CORRUPTED[^\r\n]*)|error: no domain named 'r{i}'"
+            r"fpu: regs seed=\d+ (ok after (\d+) checks, (\d+) preempted, fs/gs base (checked|not checked \(no FSGSBASE\))|CORRUPTED[^\r\n]*)|error: no domain named 'r{i}'"
         ))
         .unwrap();
         q.send_line(&format!("console r{i}"))?;
