@@ -33,7 +33,7 @@ pub use contract::{Banner, PROMPT};
 pub use image_tools;
 pub use image_tools::tempdir::TempDir;
 pub use qemu::{Accel, Boot, Input, Pattern, Qemu, QemuBuilder};
-pub use regex_lite::Regex;
+pub use regex_lite::{Captures, Regex};
 
 /// Timeouts for TCG on a 2-core machine, generous on purpose.
 pub mod timeouts {

@@ -18,19 +18,27 @@ fn list(q: &mut Qemu) -> Result<Vec<Row>, Error> {
     let header = lines.next().unwrap_or_default();
     assert_eq!(header, "Name                                      ID Mem(MiB) VCPUs State   Time(s)");
     let row = Regex::new(r"^(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([rbpscd-]{6})\s+(\d+\.\d)$").unwrap();
-    Ok(lines
-        .filter_map(|l| row.captures(l))
-        .map(|c| {
-            (
-                c[1].to_string(),
-                c[2].parse().unwrap(),
-                c[3].parse().unwrap(),
-                c[4].parse().unwrap(),
-                c[5].to_string(),
-                c[6].parse().unwrap(),
-            )
-        })
-        .collect())
+    Ok(lines.filter_map(|l| row.captures(l)).map(|c| six_columns(&c)).collect())
+}
+
+/// `list` and `vcpu-list` rows have the same shape: a name, three
+/// numbers, the state flags and the CPU time.
+fn six_columns<A: std::str::FromStr, B: std::str::FromStr, C: std::str::FromStr>(
+    c: &systest::Captures<'_>,
+) -> (String, A, B, C, String, f64)
+where
+    A::Err: std::fmt::Debug,
+    B::Err: std::fmt::Debug,
+    C::Err: std::fmt::Debug,
+{
+    (
+        c[1].to_string(),
+        c[2].parse().unwrap(),
+        c[3].parse().unwrap(),
+        c[4].parse().unwrap(),
+        c[5].to_string(),
+        c[6].parse().unwrap(),
+    )
 }
 
 fn row<'a>(
@@ -474,14 +482,7 @@ fn vcpu_list(q: &mut Qemu, args: &str) -> Result<Vec<VcpuRow>, Error> {
     Ok(lines
         .map(|l| {
             let c = row.captures(l).unwrap_or_else(|| panic!("vcpu-list row {l:?} in:\n{out}"));
-            (
-                c[1].to_string(),
-                c[2].parse().unwrap(),
-                c[3].parse().unwrap(),
-                c[4].parse().unwrap(),
-                c[5].to_string(),
-                c[6].parse().unwrap(),
-            )
+            six_columns(&c)
         })
         .collect())
 }
