@@ -124,7 +124,13 @@ pub fn init(ip: Option<&str>, gw: Option<&str>, nic_irq: bool) {
                 },
             };
             let port = bridge.add_port(PortKind::Host);
-            Some((port, NetStack::new(Mac(u.nic.mac()), cfg, now_ms())))
+            // Ephemeral ports and TCP sequence numbers come from this seed:
+            // it must differ per boot (RFC 6056), or a rebooted host reuses
+            // its last connection's 4-tuple while the server still holds
+            // that connection. The boot's millisecond count alone barely
+            // varies; RDRAND (where present) and the raw TSC do.
+            let seed = crate::arch::cpu::rdrand().unwrap_or(0) ^ crate::arch::cpu::rdtsc();
+            Some((port, NetStack::new_seeded(Mac(u.nic.mac()), cfg, now_ms(), seed)))
         }
     };
     *NET.lock() = Some(Net { bridge, uplinks, host, vifs: BTreeMap::new() });
