@@ -46,6 +46,12 @@ pub const MAX_PING_PAYLOAD: usize = MTU - 20 - 8;
 /// A TCP connection that gets no acknowledgement for this long is aborted.
 const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_BUFFER: usize = 64 * 1024;
+/// Receive buffer of outgoing connections (the NFS client's): larger than
+/// one READ reply (rsize 64 KiB plus RPC and NFS headers). With 64 KiB the
+/// window closed inside every reply, and on some boots every reply then
+/// stalled ~15 ms (the server was window-limited 99.9 % of the time, by
+/// `ss -ti`): NFS reads ran at 3.8 instead of ~60 MiB/s.
+const TCP_CLIENT_RX_BUFFER: usize = 256 * 1024;
 /// Keep-alive interval of tcp_connect/tcp_listen connections (below
 /// TCP_TIMEOUT, so an idle but live connection is never timed out).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(3);
@@ -780,7 +786,7 @@ impl NetStack {
         self.check_route(dst)?;
         self.tick(now_ms);
         let handle = self.sockets.add(tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_CLIENT_RX_BUFFER]),
             tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
         ));
         let local_port = self.next_port;
