@@ -24,6 +24,7 @@ const CONSOLE_EXPECTED: &str = "ttyS0-ttyS3 or com1-com4, optionally ,BAUD";
 const LOGLEVEL_EXPECTED: &str = "off|error|warn|info|debug|trace or 0-5";
 const PANIC_EXPECTED: &str = "halt|reboot";
 const BOOL_EXPECTED: &str = "1|0|on|off|yes|no|true|false";
+const SELFTEST_EXPECTED: &str = "1|0|on|off|yes|no|true|false|fail";
 
 /// What to do after a panic has been reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct Options {
     pub panic: PanicAction,
     /// `selftest`: run the built-in self tests at boot.
     pub selftest: bool,
+    /// `selftest=fail`: the self tests plus one that always fails, which
+    /// shows the failure report and exit status.
+    pub selftest_fail: bool,
     /// `hostname=`: the name `list` shows for the hypervisor itself (ID 0).
     pub hostname: String,
     /// `ip=`: `dhcp` or `A.B.C.D/N` for the hypervisor's own address (checked
@@ -108,6 +112,7 @@ impl Default for Options {
             loglevel: LevelFilter::Info,
             panic: PanicAction::Halt,
             selftest: false,
+            selftest_fail: false,
             hostname: String::from("Domain-0"),
             ip: None,
             gw: None,
@@ -180,7 +185,15 @@ fn apply(opts: &mut Options, key: &str, value: Option<&str>, warnings: &mut Warn
         }
         "loglevel" => with_value(value, LOGLEVEL_EXPECTED, parse_loglevel).map(|level| opts.loglevel = level),
         "panic" => with_value(value, PANIC_EXPECTED, parse_panic).map(|p| opts.panic = p),
-        "selftest" => value.map_or(Some(true), parse_bool).ok_or(BOOL_EXPECTED).map(|on| opts.selftest = on),
+        "selftest" => match value {
+            Some("fail") => {
+                (opts.selftest, opts.selftest_fail) = (true, true);
+                Ok(())
+            }
+            _ => value.map_or(Some(true), parse_bool).ok_or(SELFTEST_EXPECTED).map(|on| {
+                (opts.selftest, opts.selftest_fail) = (on, false);
+            }),
+        },
         "hostname" => with_value(value, HOSTNAME_EXPECTED, parse_hostname).map(|h| opts.hostname = h),
         "ip" => with_value(value, "dhcp or A.B.C.D/N", |v| Some(String::from(v))).map(|v| opts.ip = Some(v)),
         "gw" => with_value(value, "A.B.C.D", |v| Some(String::from(v))).map(|v| opts.gw = Some(v)),
@@ -610,6 +623,22 @@ mod tests {
     }
 
     #[test]
+    fn selftest_fail_option() {
+        let o = clean("selftest=fail");
+        assert!(o.selftest && o.selftest_fail);
+        let o = clean("selftest=fail selftest=on");
+        assert!(o.selftest && !o.selftest_fail, "the last one wins");
+        let o = clean("selftest=off");
+        assert!(!o.selftest && !o.selftest_fail);
+        let (o, warnings) = parse("selftest=sometimes");
+        assert!(!o.selftest && !o.selftest_fail);
+        assert_eq!(
+            texts(&warnings),
+            ["cmdline: bad value 'sometimes' for selftest (expected 1|0|on|off|yes|no|true|false|fail)"]
+        );
+    }
+
+    #[test]
     fn nic_irq_option() {
         assert!(clean("ip=dhcp").nic_irq, "interrupts by default");
         assert!(!clean("ip=dhcp nic-irq=off").nic_irq);
@@ -651,7 +680,7 @@ mod tests {
         assert!(opts.selftest);
         assert_eq!(
             texts(&warnings),
-            ["cmdline: bad value 'maybe' for selftest (expected 1|0|on|off|yes|no|true|false)"]
+            ["cmdline: bad value 'maybe' for selftest (expected 1|0|on|off|yes|no|true|false|fail)"]
         );
     }
 

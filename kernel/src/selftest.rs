@@ -37,9 +37,17 @@ fn guarded_msr() -> Result<(), alloc::string::String> {
 }
 
 /// Runs every check and ends the run.
+/// The check `selftest=fail` adds: proves the failure path.
+fn injected_failure() -> Result<(), alloc::string::String> {
+    Err("injected by selftest=fail".into())
+}
+
 pub fn run() -> ! {
     let mut failed = 0;
-    for (name, check) in CHECKS {
+    let injected: &[Check] =
+        if crate::boot().opts.selftest_fail { &[("injected failure", injected_failure)] } else { &[] };
+    let total = CHECKS.len() + injected.len();
+    for (name, check) in CHECKS.iter().chain(injected) {
         match check() {
             Ok(()) => println!("selftest: {name} ok"),
             Err(e) => {
@@ -49,10 +57,10 @@ pub fn run() -> ! {
         }
     }
     if failed == 0 {
-        println!("selftest: PASS ({} checks)", CHECKS.len());
+        println!("selftest: PASS ({total} checks)");
         power::qemu_exit(0x10);
     } else {
-        println!("selftest: FAIL ({failed} of {} checks failed)", CHECKS.len());
+        println!("selftest: FAIL ({failed} of {total} checks failed)");
         power::qemu_exit(0x11);
     }
     println!("selftest: no isa-debug-exit device; halted");
