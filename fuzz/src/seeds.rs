@@ -11,9 +11,10 @@
 
 use hypervisor::cpupolicy::{self, CpuPolicy};
 use hypervisor::migstream::{
-    self, DeviceRecord, DiskRecord, DomainRecord, Header, PageData, PermRun, Record, TimeRecord, VcpuRecord,
+    self, DeviceRecord, DomainRecord, Header, PageData, PermRun, Record, TimeRecord, VcpuRecord,
 };
 use hypervisor::relocauth::{self, Channel, ClientHandshake, ClientStep, Mode, Psk, ServerHandshake};
+use hypervisor::samples;
 use net::mount3::{self, ExportNode};
 use net::nfs3::{FType3, Fattr3, NfsTime3};
 use net::rpc::{self, Auth, AuthSys, Xid};
@@ -476,15 +477,6 @@ pub fn elf() -> Vec<Vec<u8>> {
 
 /// xl.cfg files as users write them.
 pub fn xlcfg() -> Vec<Vec<u8>> {
-    const SEED: &str = r#"name = "rx7"
-memory = 512
-vcpus = 2
-kernel = "/var/xen/rx7.elf"
-extra = "console=hvc0 period_ms=500"
-vif = [ 'mac=00:16:3e:00:00:07,bridge=xenbr0' ]
-disk = [ 'file:/var/xen/rx7.img,xvda,w' ]
-on_crash = "preserve"
-"#;
     const RICH: &str = r#"# A guest with everything.
 name='web-01'; memory = 0x400 ; vcpus="4"
 kernel = '/srv/guests/web.elf'   # the image
@@ -502,7 +494,7 @@ vif = [
 disk = [ '/srv/guests/web.img,raw,xvda,rw',
          'format=raw, vdev=xvdb, access=ro, target=/srv/guests/data,1.img', ]
 "#;
-    vec![SEED.into(), RICH.into(), b"name = 'a'\nkernel = '/k'\n".to_vec()]
+    vec![samples::XLCFG_RX7.into(), RICH.into(), b"name = 'a'\nkernel = '/k'\n".to_vec()]
 }
 
 /// Kernel command lines as GRUB and QEMU pass them.
@@ -516,38 +508,6 @@ pub fn cmdline() -> Vec<Vec<u8>> {
 }
 
 // ---- hypervisor::migstream ----
-
-/// A page of recognisable, non-zero bytes.
-fn mig_page(seed: u8) -> Box<[u8; migstream::PAGE_SIZE]> {
-    let mut p = Box::new([0u8; migstream::PAGE_SIZE]);
-    for (i, b) in p.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
-    }
-    p
-}
-
-/// A 16 MiB domain (4096 pages): its layout covers every page from 0.
-fn mig_domain(vcpus: u32) -> DomainRecord {
-    DomainRecord {
-        name: "rx7".into(),
-        memory_mib: 16,
-        vcpus,
-        weight: 256,
-        image: "/var/xen/heartbeat.elf".into(),
-        extra: "console=hvc0 quiet".into(),
-        vifs: vec![[0x00, 0x16, 0x3e, 1, 2, 3], [0x00, 0x16, 0x3e, 4, 5, 6]],
-        disks: vec![DiskRecord { target: "/var/xen/rx7.img".into(), vdev: "xvda".into(), writable: true }],
-        on_poweroff: 0,
-        on_crash: 2,
-        on_reboot: 1,
-        cpuid: "host,avx512f=0".into(),
-        layout: vec![
-            PermRun { first: 0, count: 1, perms: 0 },
-            PermRun { first: 1, count: 15, perms: migstream::PERM_READ | migstream::PERM_EXEC },
-            PermRun { first: 16, count: 4080, perms: migstream::PERM_READ | migstream::PERM_WRITE },
-        ],
-    }
-}
 
 /// A 1 MiB domain with every optional part empty and one layout run.
 fn mig_small_domain() -> DomainRecord {
@@ -602,12 +562,12 @@ pub fn migstream_records() -> Vec<Vec<u8>> {
     let recs = [
         Record::Header(Header::new(migstream::FLAG_LIVE | migstream::FLAG_PAUSED_AT_DEST, 4096, 4)),
         Record::Header(Header::new(migstream::FLAG_SAVE_FILE, migstream::MAX_GUEST_PAGES, migstream::MAX_VCPUS)),
-        Record::DomainConfig(mig_domain(4)),
+        Record::DomainConfig(samples::mig_domain(4)),
         Record::DomainConfig(mig_small_domain()),
         Record::CpuPolicy(cpu_host().encode()),
         Record::CpuPolicy(Vec::new()),
         Record::Time(TimeRecord { guest_ns: 123_456_789, source_tsc_hz: 2_400_000_000, wall_ns: 0, generation: 7 }),
-        Record::Pages(vec![(0, PageData::Zero), (4095, PageData::Raw(mig_page(3))), (17, PageData::Zero)]),
+        Record::Pages(vec![(0, PageData::Zero), (4095, PageData::Raw(samples::mig_page(3))), (17, PageData::Zero)]),
         Record::Pages(vec![(migstream::MAX_GUEST_PAGES - 1, PageData::Zero), (1, PageData::Zero)]),
         Record::Vcpu(mig_vcpu(0, false)),
         Record::Vcpu(mig_vcpu(63, true)),
@@ -628,10 +588,10 @@ pub fn migstream_records() -> Vec<Vec<u8>> {
 fn mig_stream(vcpus: u32) -> Vec<Record> {
     let mut v = vec![
         Record::Header(Header::new(migstream::FLAG_LIVE, 4096, vcpus)),
-        Record::DomainConfig(mig_domain(vcpus)),
+        Record::DomainConfig(samples::mig_domain(vcpus)),
         Record::CpuPolicy(CpuPolicy::baseline("x86-64-v2").expect("a psABI level").encode()),
         Record::Round { round: 0, pages: 3 },
-        Record::Pages(vec![(0, PageData::Zero), (1, PageData::Raw(mig_page(1))), (4095, PageData::Zero)]),
+        Record::Pages(vec![(0, PageData::Zero), (1, PageData::Raw(samples::mig_page(1))), (4095, PageData::Zero)]),
         Record::Round { round: 1, pages: 1 },
         Record::Pages(vec![(2, PageData::Zero)]),
         Record::Time(TimeRecord { guest_ns: 1, source_tsc_hz: 2, wall_ns: 3, generation: 4 }),
@@ -757,54 +717,15 @@ pub fn reloc_channel() -> Vec<Vec<u8>> {
 
 // ---- hypervisor::cpupolicy ----
 
-fn bits(list: &[u8]) -> u32 {
-    list.iter().fold(0, |acc, &b| acc | 1 << b)
-}
-
-/// CPUID of a Skylake-SP-like server (AVX-512, no SHA), as `from_cpuid`
-/// asks for it.
-fn skylake(leaf: u32, subleaf: u32) -> [u32; 4] {
-    match (leaf, subleaf) {
-        (0, _) => [0x16, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
-        (1, _) => [
-            0x0005_0654,
-            0x0010_0800,
-            bits(&[0, 1, 3, 5, 9, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]),
-            0xBFEB_FBFF,
-        ],
-        (7, 0) => [
-            0,
-            bits(&[0, 1, 3, 4, 5, 7, 8, 9, 10, 11, 14, 16, 17, 18, 19, 20, 23, 24, 25, 28, 30, 31]),
-            bits(&[3]),
-            bits(&[10, 26, 27, 28, 29, 31]),
-        ],
-        (0xD, 1) => [0xF, 0xA88, 0x100, 0],
-        (0x8000_0000, _) => [0x8000_0008, 0, 0, 0],
-        (0x8000_0001, _) => [0, 0, bits(&[0, 5, 8]), bits(&[11, 20, 26, 27, 29])],
-        _ => [0; 4],
-    }
-}
-
-/// QEMU's qemu64 model: no XSAVE, AMD-style leaf 0x80000001.
-fn qemu64(leaf: u32, _subleaf: u32) -> [u32; 4] {
-    match leaf {
-        0 => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
-        1 => [0x663, 0x0000_0800, bits(&[0, 13, 31]), 0x078B_FBFF],
-        0x8000_0000 => [0x8000_000A, 0, 0, 0],
-        0x8000_0001 => [0, 0, bits(&[0, 2]), 0x2193_FBFF],
-        _ => [0; 4],
-    }
-}
-
 /// The host policy `parse_spec` is fuzzed against: the Skylake-like CPU
 /// with XCR0 x87 | SSE | AVX | AVX-512.
 pub fn cpu_host() -> CpuPolicy {
-    CpuPolicy::from_cpuid(skylake, 0xE7)
+    CpuPolicy::from_cpuid(samples::cpuid_skylake, 0xE7)
 }
 
 /// A second host for `parse_spec`: qemu64, below x86-64-v2.
 pub fn cpu_old_host() -> CpuPolicy {
-    CpuPolicy::from_cpuid(qemu64, 0)
+    CpuPolicy::from_cpuid(samples::cpuid_qemu64, 0)
 }
 
 /// Blobs of a host policy, two psABI baselines, a host without XSAVE, and

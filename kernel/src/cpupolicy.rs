@@ -906,55 +906,9 @@ fn all_deps(i: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samples::{bits, cpuid_qemu64 as qemu64, cpuid_skylake as skylake};
     use crate::testutil::Rng;
     use alloc::vec;
-
-    fn bits(list: &[u8]) -> u32 {
-        list.iter().fold(0, |acc, &b| acc | 1 << b)
-    }
-
-    /// A Skylake-SP-like server CPU (AVX-512, no SHA, no UMIP).
-    fn skylake(leaf: u32, subleaf: u32) -> [u32; 4] {
-        match (leaf, subleaf) {
-            (0, _) => [0x16, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
-            (1, _) => [
-                0x0005_0654,
-                0x0010_0800,
-                // Table bits plus monitor(3), vmx(5), tsc_deadline(24), osxsave(27).
-                bits(&[0, 1, 3, 5, 9, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]),
-                0xBFEB_FBFF,
-            ],
-            (7, 0) => [
-                0,
-                // Plus tsc_adjust(1), hle(4), rtm(11), mpx(14), intel_pt(25).
-                bits(&[0, 1, 3, 4, 5, 7, 8, 9, 10, 11, 14, 16, 17, 18, 19, 20, 23, 24, 25, 28, 30, 31]),
-                bits(&[3]),
-                bits(&[10, 26, 27, 28, 29, 31]),
-            ],
-            (0xD, 0) => [0x2FF, 0xA88, 0xA88, 0],
-            (0xD, 1) => [0xF, 0xA88, 0x100, 0],
-            (0xD, 2) => [256, 576, 0, 0],
-            (0xD, 3) => [64, 960, 0, 0],
-            (0xD, 5) => [64, 1088, 0, 0],
-            (0xD, 6) => [512, 1152, 0, 0],
-            (0xD, 7) => [1024, 1664, 0, 0],
-            (0xD, 9) => [8, 2688, 0, 0],
-            (0x8000_0000, _) => [0x8000_0008, 0, 0, 0],
-            (0x8000_0001, _) => [0, 0, bits(&[0, 5, 8]), bits(&[11, 20, 26, 27, 29])],
-            _ => [0; 4],
-        }
-    }
-
-    /// QEMU's qemu64 model (AMD-style mirrors in 0x80000001 EDX, no XSAVE).
-    fn qemu64(leaf: u32, _subleaf: u32) -> [u32; 4] {
-        match leaf {
-            0 => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
-            1 => [0x663, 0x0000_0800, bits(&[0, 13, 31]), 0x078B_FBFF],
-            0x8000_0000 => [0x8000_000A, 0, 0, 0],
-            0x8000_0001 => [0, 0, bits(&[0, 2]), 0x2193_FBFF],
-            _ => [0; 4],
-        }
-    }
 
     fn sky() -> CpuPolicy {
         CpuPolicy::from_cpuid(skylake, 0xE7)

@@ -22,6 +22,8 @@ pub mod migstream;
 pub mod pci;
 pub mod relocauth;
 pub mod rtc;
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
 pub mod sched;
 pub mod shell;
 #[cfg(test)]

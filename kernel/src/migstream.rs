@@ -1305,37 +1305,8 @@ fn record_type(buf: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::samples::{mig_domain as domain, mig_page as page};
     use crate::testutil::Rng;
-
-    fn page(seed: u8) -> Box<[u8; PAGE_SIZE]> {
-        let mut p = Box::new([0u8; PAGE_SIZE]);
-        for (i, b) in p.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31).wrapping_add(seed) | 1;
-        }
-        p
-    }
-
-    fn domain(vcpus: u32) -> DomainRecord {
-        DomainRecord {
-            name: "rx7".into(),
-            memory_mib: 16,
-            vcpus,
-            weight: 256,
-            image: "/var/xen/heartbeat.elf".into(),
-            extra: "console=hvc0 quiet".into(),
-            vifs: vec![[0x00, 0x16, 0x3e, 1, 2, 3], [0x00, 0x16, 0x3e, 4, 5, 6]],
-            disks: vec![DiskRecord { target: "/var/xen/rx7.img".into(), vdev: "xvda".into(), writable: true }],
-            on_poweroff: 0,
-            on_crash: 2,
-            on_reboot: 1,
-            cpuid: "host,avx512f=0".into(),
-            layout: vec![
-                PermRun { first: 0, count: 1, perms: 0 },
-                PermRun { first: 1, count: 15, perms: PERM_READ | PERM_EXEC },
-                PermRun { first: 16, count: 4080, perms: PERM_READ | PERM_WRITE },
-            ],
-        }
-    }
 
     fn vcpu(index: u32, xsave: bool) -> VcpuRecord {
         let mut regs = [0u64; NUM_REGS];

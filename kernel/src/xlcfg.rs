@@ -1108,15 +1108,7 @@ mod tests {
     use alloc::string::ToString;
     use alloc::vec;
 
-    const SEED: &str = r#"name = "rx7"
-memory = 512
-vcpus = 2
-kernel = "/var/xen/rx7.elf"
-extra = "console=hvc0 period_ms=500"
-vif = [ 'mac=00:16:3e:00:00:07,bridge=xenbr0' ]
-disk = [ 'file:/var/xen/rx7.img,xvda,w' ]
-on_crash = "preserve"
-"#;
+    use crate::samples::XLCFG_RX7 as SEED;
 
     fn cfg(text: &str) -> DomainConfig {
         domain_config("rx7.cfg", text).unwrap_or_else(|e| panic!("{e}"))
