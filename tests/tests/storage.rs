@@ -35,6 +35,23 @@ fn wait_nfs_bytes_acked(rig: &Rig, bytes: u64, timeout: Duration) -> Result<u64,
     }
 }
 
+/// A temporary directory and, in it, the export directory `xen/`.
+fn new_export(prefix: &str) -> Result<(TempDir, std::path::PathBuf), Error> {
+    let dir = TempDir::new(prefix).map_err(|e| Error::Setup(e.to_string()))?;
+    let export = dir.path().join("xen");
+    std::fs::create_dir_all(&export).map_err(|e| Error::Setup(format!("{}: {e}", export.display())))?;
+    Ok((dir, export))
+}
+
+/// Mounts the rig server's `export` on /var/xen in rhv (a mount error
+/// fails the test); returns the `server:/path` it mounted.
+fn mount_share(q: &mut Qemu, rig: &Rig, export: &std::path::Path) -> Result<String, Error> {
+    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
+    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
+    assert!(!out.contains("error"), "{out}");
+    Ok(spec)
+}
+
 fn hypervisor(rig: &Rig) -> Result<Qemu, Error> {
     let mut b = QemuBuilder::kernel(images::elf()?)
         .append(format!("console=ttyS0 ip={}/24", rig.ip(2)))
@@ -51,8 +68,7 @@ fn hypervisor(rig: &Rig) -> Result<Qemu, Error> {
 #[test]
 fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "mounts_a_real_nfs_export_and_reads_it") else { return Ok(()) };
-    let dir = TempDir::new("nfs").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
+    let (dir, export) = new_export("nfs")?;
     std::fs::create_dir_all(export.join("images")).unwrap();
     std::fs::copy(images::guest("heartbeat")?, export.join("images/heartbeat.elf")).unwrap();
     std::fs::write(
@@ -67,9 +83,7 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
     let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
     let mut q = hypervisor(&rig)?;
     rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
-    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
-    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
-    assert!(!out.contains("error"), "{out}");
+    let spec = mount_share(&mut q, &rig, &export)?;
     let out = q.command("mount", CMD)?;
     assert!(out.contains(&format!("{spec} on /var/xen type nfs3")), "{out}");
     let out = q.command("ls /var/xen", Duration::from_secs(30))?;
@@ -134,9 +148,7 @@ fn mounts_a_real_nfs_export_and_reads_it() -> Result<(), Error> {
 #[test]
 fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "read_only_exports_and_a_server_restart_mid_read") else { return Ok(()) };
-    let dir = TempDir::new("nfs-faults").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
-    std::fs::create_dir_all(&export).unwrap();
+    let (dir, export) = new_export("nfs-faults")?;
     std::fs::write(export.join("small.txt"), "keep me\n").unwrap();
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let data: Vec<u8> = (0..48 << 20)
@@ -155,9 +167,7 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     let server = NfsServer::start_with(&rig, &export, &state, &["--ro"])?;
     let mut q = hypervisor(&rig)?;
     rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
-    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
-    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
-    assert!(!out.contains("error"), "{out}");
+    mount_share(&mut q, &rig, &export)?;
     let out = q.command("cat /var/xen/small.txt", Duration::from_secs(30))?;
     assert_eq!(out, "keep me\n");
     let out = q.command("cp /var/xen/small.txt /var/xen/copy.txt", Duration::from_secs(30))?;
@@ -168,8 +178,7 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
     // Read-write again; the server restarts in the middle of a large read:
     // the client reconnects, resends, and the checksum is still right.
     let server = NfsServer::start(&rig, &export, &state)?;
-    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
-    assert!(!out.contains("error"), "{out}");
+    mount_share(&mut q, &rig, &export)?;
     q.send_line("sha256sum /var/xen/big")?;
     // Mid-read: once the server has had 8 of the 48 MiB acknowledged. (A
     // fixed wait raced the read: at ~21 MiB/s it had finished.)
@@ -188,9 +197,7 @@ fn read_only_exports_and_a_server_restart_mid_read() -> Result<(), Error> {
 #[test]
 fn exports_are_mounted_from_the_command_line() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "exports_are_mounted_from_the_command_line") else { return Ok(()) };
-    let dir = TempDir::new("nfs-boot").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
-    std::fs::create_dir_all(&export).unwrap();
+    let (dir, export) = new_export("nfs-boot")?;
     std::fs::write(export.join("hello.txt"), "mounted at boot\n").unwrap();
     let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
     // One reachable export and one on a host that does not exist: the
@@ -223,9 +230,7 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
     let Some(rig) = Rig::up_or_skip(1, "a_vanished_server_is_reported_while_guests_keep_running") else {
         return Ok(());
     };
-    let dir = TempDir::new("nfs-gone").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
-    std::fs::create_dir_all(&export).unwrap();
+    let (dir, export) = new_export("nfs-gone")?;
     std::fs::write(export.join("a.txt"), "before\n").unwrap();
     let state = dir.path().join("state");
     let server = NfsServer::start(&rig, &export, &state)?;
@@ -239,9 +244,7 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
     let mut q = b.spawn()?;
     q.wait_ready(timeouts::KERNEL_BOOT)?;
     q.command("create heartbeat extra=\"period_ms=100\"", CMD)?;
-    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
-    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
-    assert!(!out.contains("error"), "{out}");
+    mount_share(&mut q, &rig, &export)?;
     drop(server);
     // The call waits for the server, says so once, and Ctrl-C gives up.
     q.send_line("cat /var/xen/a.txt")?;
@@ -267,8 +270,7 @@ fn a_vanished_server_is_reported_while_guests_keep_running() -> Result<(), Error
 #[test]
 fn guest_disks_live_on_the_share() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "guest_disks_live_on_the_share") else { return Ok(()) };
-    let dir = TempDir::new("nfs-disks").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
+    let (dir, export) = new_export("nfs-disks")?;
     std::fs::create_dir_all(export.join("images")).unwrap();
     std::fs::copy(images::guest("blklog")?, export.join("images/blklog.elf")).unwrap();
     std::fs::write(export.join("log.img"), vec![0u8; 1 << 20]).unwrap();
@@ -287,9 +289,7 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
     let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
     let mut q = hypervisor(&rig)?;
     rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
-    let spec = format!("{}:{}", rig.bridge_ip(), export.display());
-    let out = q.command(&format!("mount {spec} /var/xen"), Duration::from_secs(60))?;
-    assert!(!out.contains("error"), "{out}");
+    mount_share(&mut q, &rig, &export)?;
 
     // An append-only log on a disk image on the share.
     let out = q.command("create /var/xen/log-a.cfg", Duration::from_secs(60))?;
@@ -357,8 +357,7 @@ fn guest_disks_live_on_the_share() -> Result<(), Error> {
 #[test]
 fn on_crash_and_on_poweroff_are_applied() -> Result<(), Error> {
     let Some(rig) = Rig::up_or_skip(1, "on_crash_and_on_poweroff_are_applied") else { return Ok(()) };
-    let dir = TempDir::new("nfs-actions").map_err(|e| Error::Setup(e.to_string()))?;
-    let export = dir.path().join("xen");
+    let (dir, export) = new_export("nfs-actions")?;
     std::fs::create_dir_all(export.join("images")).unwrap();
     std::fs::copy(images::guest("hostile")?, export.join("images/hostile.elf")).unwrap();
     std::fs::copy(images::guest("heartbeat")?, export.join("images/heartbeat.elf")).unwrap();
@@ -378,7 +377,7 @@ fn on_crash_and_on_poweroff_are_applied() -> Result<(), Error> {
     let _server = NfsServer::start(&rig, &export, &dir.path().join("state"))?;
     let mut q = hypervisor(&rig)?;
     rig.wait_ping(&rig.ip(2), Duration::from_secs(20))?;
-    q.command(&format!("mount {}:{} /var/xen", rig.bridge_ip(), export.display()), Duration::from_secs(60))?;
+    mount_share(&mut q, &rig, &export)?;
     let out = q.command("create /var/xen/gone.cfg", Duration::from_secs(60))?;
     assert!(out.contains("created domain 1 (gone)"), "{out}");
     q.expect("domain 1: on_crash=destroy: destroyed", Duration::from_secs(30))?;
