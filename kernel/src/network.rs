@@ -364,15 +364,10 @@ pub fn vif_transmit(dom: DomId, frame: &[u8]) -> VifTx {
         let mut g = NET.lock();
         let Some(n) = g.as_mut() else { return VifTx::NoVif };
         let Some(port) = n.vifs.get(&dom).map(|v| v.port) else { return VifTx::NoVif };
-        let targets: Vec<PortId> = match frame.get(0..6).and_then(|d| <[u8; 6]>::try_from(d).ok()) {
-            Some(dst) => match n.bridge.destination(Mac(dst)) {
-                Some(p) => alloc::vec![p],
-                None => n.bridge.ports().into_iter().map(|(p, _)| p).filter(|&p| p != port).collect(),
-            },
-            None => Vec::new(),
-        };
+        let targets =
+            frame.get(0..6).and_then(|d| <[u8; 6]>::try_from(d).ok()).map(|dst| n.bridge.targets(port, Mac(dst)));
         let uplinks = &mut n.uplinks;
-        let admitted = net::bridge::guest_frame_admitted(targets, |p| {
+        let admitted = net::bridge::guest_frame_admitted(targets.into_iter().flatten(), |p| {
             uplinks.iter_mut().find(|u| u.port == p).is_some_and(|u| u.nic.tx_ring_full())
         });
         let v = n.vifs.get_mut(&dom).expect("checked above, NET held");

@@ -330,29 +330,28 @@ impl Bridge {
             self.learn(src, in_port);
         }
 
-        let target = if dst.is_multicast() {
-            None
-        } else if let Some(&owner) = self.owners.get(&dst) {
-            Some(owner)
-        } else {
-            match self.table.get(&dst).copied() {
-                Some(e) if !self.expired(&e) => Some(e.port),
-                Some(_) => {
-                    self.table.remove(&dst);
-                    None
-                }
-                None => None,
-            }
-        };
-        match target {
-            Some(t) if t == in_port => {
+        if self.table.get(&dst).is_some_and(|e| self.expired(e)) {
+            self.table.remove(&dst);
+        }
+        match self.targets(in_port, dst) {
+            Ports::One(t) if t == in_port => {
                 if let Some(port) = self.ports.get_mut(&in_port) {
                     port.stats.dropped_loop += 1;
                 }
                 Verdict::Drop(DropReason::Loop)
             }
-            Some(t) => Verdict::Forward(Ports::One(t)),
-            None => Verdict::Forward(Ports::Many(self.ports.keys().copied().filter(|&p| p != in_port).collect())),
+            ports => Verdict::Forward(ports),
+        }
+    }
+
+    /// Where a frame for `dst` arriving on `in_port` goes now, without
+    /// learning, counting or expiring anything: the port [`Bridge::destination`]
+    /// names, else a flood to every other port. ([`Bridge::forward`] drops
+    /// a frame whose one port is `in_port` as a loop.)
+    pub fn targets(&self, in_port: PortId, dst: Mac) -> Ports {
+        match self.destination(dst) {
+            Some(t) => Ports::One(t),
+            None => Ports::Many(self.ports.keys().copied().filter(|&p| p != in_port).collect()),
         }
     }
 
